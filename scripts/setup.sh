@@ -1,0 +1,87 @@
+#!/bin/bash
+# Idempotent setup of a Debian 12 machine for Berth, as root.
+#
+#   scripts/setup.sh               Debian packages for the runtime and the demo, then .venv
+#   scripts/setup.sh --with-peers  also the peers that the client tests drive (docker.io, containerd)
+#
+# Installs a Debian package only when dpkg says it is missing (apt-get update only then),
+# creates .venv with Debian's /usr/bin/python3 when it is missing, and reinstalls Berth
+# into it (editable, compat mode) only when pyproject.toml changed since the last install.
+set -euo pipefail
+
+die() { echo "setup: error: $*" >&2; exit 1; }
+say() { echo "setup: $*"; }
+
+with_peers=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-peers) with_peers=1 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (expected --with-peers)" ;;
+    esac
+done
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs Debian packages and runs containers)"
+command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expects Debian 12"
+
+# --- Debian packages -------------------------------------------------------
+packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time)
+if [ "$with_peers" -eq 1 ]; then
+    packages+=(docker.io containerd)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = "installed" ] || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_log=$(mktemp)
+    trap 'rm -f "$apt_log"' EXIT
+    apt_opts=(-o DPkg::Lock::Timeout=600 -o APT::Get::Assume-Yes=true -q)
+    if ! apt-get "${apt_opts[@]}" update >"$apt_log" 2>&1; then
+        cat "$apt_log" >&2
+        die "apt-get update failed (see above)"
+    fi
+    if ! apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1; then
+        tail -n 40 "$apt_log" >&2
+        die "apt-get install ${missing[*]} failed (last lines above)"
+    fi
+fi
+
+[ -x /bin/busybox ] || die "/bin/busybox is missing although busybox-static is installed"
+
+# --- virtual environment ---------------------------------------------------
+python=/usr/bin/python3
+[ -x "$python" ] || die "$python not found (Debian's python3 is required for the venv)"
+venv="$repo/.venv"
+
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv with $python"
+    rm -rf "$venv"
+    "$python" -m venv "$venv" || die "'$python -m venv $venv' failed (is python3-venv installed?)"
+fi
+
+stamp="$venv/.berth-installed"
+want=$( { sha256sum pyproject.toml; echo "editable_mode=compat"; } | sha256sum | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+    say "installing berth into $venv (editable, with test extras)"
+    pip_log=$(mktemp)
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q \
+            -e '.[test]' --config-settings editable_mode=compat >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        rm -f "$pip_log" "$stamp"
+        die "pip install -e '.[test]' failed (output above)"
+    fi
+    rm -f "$pip_log"
+    echo "$want" >"$stamp"
+fi
+
+say "ok ($venv)"

@@ -1,0 +1,105 @@
+"""The runtime's side of the fork: start the init stages and answer them until ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from berth.errors import FailedPrecondition
+from berth.runtime.linux import init as container_init
+from berth.runtime.linux.namespaces import write_id_maps
+from berth.runtime.linux.sync import Channel, SyncError
+
+
+class Launch:
+    """A started init: its stage-2 pid and the runtime's end of the channel."""
+
+    def __init__(self, pid: int, channel: Channel) -> None:
+        self.pid = pid
+        self.channel = channel
+
+
+def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel, cgroup,  # noqa: ANN001
+               state_for_hooks, run_runtime_hooks=None) -> Launch:  # noqa: ANN001
+    """Fork stage 1, put it in the cgroup, serve its requests; return once stage 2 is ready.
+
+    ``state_for_hooks(pid)`` gives the OCI state for hooks; ``run_runtime_hooks(state)`` runs
+    the prestart/createRuntime hooks when stage 2 asks. On failure stage 2 is killed and
+    the child's own message is raised.
+    """
+    stage1 = os.fork()
+    if stage1 == 0:
+        parent.close()
+        try:
+            container_init.stage1(ctx)
+        finally:
+            os._exit(1)
+    child.close()
+    if ctx.console_fd >= 0:
+        os.close(ctx.console_fd)
+    pid = 0
+    try:
+        if cgroup is not None:
+            cgroup.add_pid(stage1)
+        parent.send("go")
+        while True:
+            try:
+                msg = parent.recv()
+            except EOFError:
+                raise SyncError("container init exited unexpectedly") from None
+            kind = msg.get("type")
+            if kind == "error":
+                raise FailedPrecondition(f"unable to start container process: {msg.get('msg')}")
+            if kind == "usermap":
+                write_id_maps(stage1, ctx.linux, deny_setgroups=False)
+                parent.send("mapped")
+            elif kind == "pid":
+                pid = int(msg["pid"])
+                _reap(stage1)
+                stage1 = 0
+                parent.send("init", state=state_for_hooks(pid))
+            elif kind == "hooks":
+                try:
+                    if run_runtime_hooks is not None:
+                        run_runtime_hooks(state_for_hooks(pid))
+                except Exception as exc:
+                    parent.send("error", msg=str(exc))
+                    raise
+                parent.send("hooks-done")
+            elif kind == "ready":
+                return Launch(pid, parent)
+    except BaseException:
+        for victim in (stage1, pid):
+            if victim:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if stage1:
+            _reap(stage1)
+        if pid:
+            _wait_gone(pid)
+        parent.close()
+        raise
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait until a killed process (maybe not our child) has exited."""
+    from berth._sys.proc import state_letter
+    import time
+
+    for _ in range(500):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if state_letter(pid) in (None, "Z", "X"):
+            return
+        time.sleep(0.002)

@@ -1,0 +1,1 @@
+"""Linux specifics of the runtime: namespaces, rootfs, devices, capabilities, seccomp, tty, hooks."""

@@ -1,0 +1,278 @@
+"""The container side of the fork: the two stages that become the container's process.
+
+Stage 1 (forked by the runtime, in the runtime's namespaces): waits until the runtime has
+put it in the cgroup, joins namespaces given by path, unshares the user namespace (the
+runtime writes the id maps), unshares the rest and forks stage 2, whose pid it reports.
+
+Stage 2 (pid 1 of a new pid namespace, or the exec'd process): builds the root filesystem
+(``create``) or only the process (``exec``), reports ``ready`` and, for ``create``, blocks on
+the exec fifo until ``start`` opens it, then execs the user's program.
+
+Every failure is sent back over the sync channel as one line; nothing here returns.
+"""
+
+from __future__ import annotations
+
+import os
+
+from berth._sys import libc
+from berth.runtime.linux import namespaces, process as proc, rootfs as rfs
+from berth.runtime.linux.sync import Channel
+
+
+class InitContext:
+    """What the forked stages need; filled in by the runtime before the fork."""
+
+    def __init__(self, config: dict, channel: Channel, *, rootfs: str = "", exec_pid: int = 0,
+                 fifo_path: str = "", console_fd: int = -1, no_pivot: bool = False,
+                 preserve_fds: int = 0, cgroup_paths: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.process: dict = config.get("process") or {}
+        self.linux: dict = config.get("linux") or {}
+        self.channel = channel
+        self.rootfs = rootfs
+        self.exec_pid = exec_pid  # non-zero: this is an ``exec`` into that container
+        self.fifo_path = fifo_path
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.cgroup_paths = cgroup_paths
+        self.namespaces = namespaces.configured(config)
+
+
+def preload(ctx: InitContext) -> None:
+    """Import now what the later steps need: after pivot_root (or joining the container's
+    mount namespace) the runtime's own files are out of reach."""
+    import resource  # noqa: F401 - rlimits
+
+    from berth.runtime.linux import capabilities
+
+    capabilities.last_cap()
+    if ctx.linux.get("seccomp"):
+        from berth.runtime.linux import seccomp
+
+        seccomp.preload()
+    hooks = ctx.config.get("hooks") or {}
+    if hooks.get("startContainer") or hooks.get("createContainer"):
+        from berth.runtime.linux import hooks as _hooks  # noqa: F401
+    if ctx.process.get("terminal"):
+        import fcntl  # noqa: F401
+        import socket  # noqa: F401
+
+        from berth.runtime.linux import tty  # noqa: F401
+
+
+def stage1(ctx: InitContext) -> None:
+    """Runs in the first child; never returns."""
+    try:
+        preload(ctx)
+        ctx.channel.expect("go")
+        if ctx.exec_pid:
+            opened = namespaces.open_paths(_exec_namespace_paths(ctx.exec_pid))
+        else:
+            opened = namespaces.open_paths(ctx.namespaces)
+        namespaces.join(opened)
+        if not ctx.exec_pid and "user" in ctx.namespaces and not ctx.namespaces["user"]:
+            libc.unshare(libc.CLONE_NEWUSER)
+            ctx.channel.send("usermap")
+            ctx.channel.expect("mapped")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        if not ctx.exec_pid:
+            libc.unshare(namespaces.unshare_flags(ctx.namespaces, exclude=("user",)))
+        pid = os.fork()
+        if pid == 0:
+            stage2(ctx)
+        ctx.channel.send("pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
+        _fail(ctx, exc)
+
+
+def _exec_namespace_paths(pid: int) -> dict[str, str]:
+    """The container's namespaces that differ from ours."""
+    paths = {}
+    for kind, name in namespaces.PROC_NAMES.items():
+        theirs = f"/proc/{pid}/ns/{name}"
+        try:
+            if os.stat(theirs).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
+                paths[kind] = theirs
+        except FileNotFoundError:
+            continue
+    return paths
+
+
+def _fail(ctx: InitContext, exc: BaseException) -> None:
+    message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, proc.ExecError) and exc.filename:
+        message = f"{message}: {exc.filename}"
+    if os.environ.get("BERTH_INIT_TRACE"):
+        import traceback
+
+        message += "\n" + "".join(traceback.format_exception(exc))
+    try:
+        ctx.channel.send("error", msg=message or type(exc).__name__)
+    finally:
+        os._exit(1)
+
+
+def stage2(ctx: InitContext) -> None:
+    """Runs as the container's process; never returns."""
+    try:
+        init_msg = ctx.channel.expect("init")
+        if ctx.exec_pid:
+            _prepare_exec(ctx)
+        else:
+            _prepare_container(ctx, init_msg.get("state") or {})
+        path, env = _finalize_process(ctx)
+        ctx.channel.send("ready")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(ctx, exc)
+    if ctx.exec_pid:
+        _exec(ctx, path, env, report=True)
+    _wait_for_start(ctx, init_msg.get("state") or {})
+    _exec(ctx, path, env, report=False)
+
+
+def _in_new_userns(ctx: InitContext) -> bool:
+    return "user" in ctx.namespaces
+
+
+def _prepare_container(ctx: InitContext, state: dict) -> None:
+    if "mount" not in ctx.namespaces:
+        raise OSError(22, "a mount namespace is required to set up the root filesystem")
+    linux = ctx.linux
+    hooks = ctx.config.get("hooks") or {}
+    rootfs = ctx.rootfs
+    rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
+    for entry in ctx.config.get("mounts") or ():
+        rfs.mount_entry(rootfs, entry, ctx.cgroup_paths, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"])
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        ctx.channel.send("hooks")
+        ctx.channel.expect("hooks-done")
+    if hooks.get("createContainer"):
+        from berth.runtime.linux.hooks import run_hooks
+
+        run_hooks(hooks["createContainer"], state, "createContainer")
+    rfs.create_devices(rootfs, linux.get("devices") or [], bind_from_host=_in_new_userns(ctx))
+    rfs.create_dev_symlinks(rootfs)
+    ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    if ctx.no_pivot:
+        rfs.move_root(rootfs)
+    else:
+        rfs.pivot(rootfs)
+    hostname = ctx.config.get("hostname")
+    domainname = ctx.config.get("domainname")
+    if (hostname or domainname) and "uts" not in ctx.namespaces:
+        raise OSError(22, "unable to set hostname without a private UTS namespace")
+    if hostname:
+        libc.sethostname(hostname)
+    if domainname:
+        libc.setdomainname(domainname)
+    if linux.get("sysctl"):
+        rfs.apply_sysctl(linux["sysctl"])
+    if ctx.process.get("terminal"):
+        _console(ctx, mount_console=True)
+    rfs.readonly_paths(linux.get("readonlyPaths") or [])
+    rfs.mask_paths(linux.get("maskedPaths") or [])
+    if (ctx.config.get("root") or {}).get("readonly"):
+        rfs.remount_root_readonly()
+    propagation = linux.get("rootfsPropagation")
+    if propagation:
+        from berth.runtime.linux.mountopts import PROPAGATION_OPTIONS
+
+        libc.mount(None, "/", None, PROPAGATION_OPTIONS[propagation])
+    proc.set_oom_score_adj(ctx.process.get("oomScoreAdj"))
+
+
+def _prepare_exec(ctx: InitContext) -> None:
+    if ctx.process.get("terminal"):
+        _console(ctx, mount_console=False)
+
+
+def _console(ctx: InitContext, mount_console: bool) -> None:
+    from berth.runtime.linux import tty
+
+    user = ctx.process.get("user") or {}
+    slave = tty.setup_console(ctx.console_fd, user.get("uid", 0), user.get("gid", 0), mount_console)
+    ctx.console_fd = -1
+    tty.make_controlling(slave)
+
+
+def _finalize_process(ctx: InitContext) -> tuple[str, dict[str, str]]:
+    """rlimits, seccomp (early when no_new_privs is off), caps, user, cwd; returns (path, env)."""
+    from berth.runtime.linux import capabilities
+
+    process = ctx.process
+    proc.set_rlimits(process.get("rlimits"))
+    seccomp = ctx.linux.get("seccomp")
+    nnp = bool(process.get("noNewPrivileges"))
+    if seccomp and not nnp:
+        from berth.runtime.linux.seccomp import apply_seccomp
+
+        apply_seccomp(seccomp)
+        ctx.seccomp_done = True
+    caps = process.get("capabilities")
+    if caps is not None:
+        capabilities.drop_bounding_set(caps.get("bounding") or [])
+    user = process.get("user") or {}
+    proc.switch_user(user, _in_new_userns(ctx), _setgroups_allowed(ctx))
+    cwd = process.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise OSError(exc.errno, f'chdir to cwd ("{cwd}") set in config.json failed: {exc.strerror.lower()}') from None
+    capabilities.apply_caps(caps, warn=_quiet)
+    if nnp:
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    env = proc.env_dict(process.get("env"))
+    env.setdefault("HOME", proc.home_of(user.get("uid", 0)))
+    path = proc.look_path(process["args"][0], env)
+    return path, env
+
+
+def _quiet(message: str) -> None:
+    """runc only logs refused ambient capabilities; the container's stderr is not ours to write."""
+
+
+def _setgroups_allowed(ctx: InitContext) -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
+
+
+def _wait_for_start(ctx: InitContext, state: dict) -> None:
+    """Block until ``start`` opens the fifo, then run startContainer hooks."""
+    ctx.channel.close()
+    try:
+        fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(ctx.fifo_fd)
+        hooks = (ctx.config.get("hooks") or {}).get("startContainer")
+        if hooks:
+            from berth.runtime.linux.hooks import run_hooks
+
+            state = dict(state, status="created", pid=os.getpid())
+            run_hooks(hooks, state, "startContainer")
+    except BaseException as exc:  # noqa: BLE001 - nobody is listening but our stderr
+        os.write(2, f"berth-runtime init: {exc}\n".encode())
+        os._exit(1)
+
+
+def _exec(ctx: InitContext, path: str, env: dict[str, str], report: bool) -> None:
+    try:
+        proc.close_fds_from(3, keep=tuple(range(3, 3 + ctx.preserve_fds)))
+        seccomp = ctx.linux.get("seccomp")
+        if seccomp and not getattr(ctx, "seccomp_done", False):
+            from berth.runtime.linux.seccomp import apply_seccomp
+
+            apply_seccomp(seccomp)
+        os.execve(path, ctx.process["args"], env)
+    except BaseException as exc:  # noqa: BLE001
+        if report:
+            _fail(ctx, exc)
+        os.write(2, f"berth-runtime init: exec {path}: {exc}\n".encode())
+        os._exit(127)

@@ -1,0 +1,1 @@
+"""Berth's tests: unit/ (no root), integration/ (real containers), support/ (helpers)."""
