@@ -185,7 +185,7 @@ def cmd_list(argv: list[str], g: Parsed) -> int:
         for s in states:
             print(s["id"])
     elif args.format == "json":
-        print(json.dumps(states or None))
+        print(json.dumps(states or None, separators=(",", ":")))
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         for s in states:
@@ -284,7 +284,7 @@ def cmd_ps(argv: list[str], g: Parsed) -> int:
     container = _load(g.root, _id(args, "ps", extra_ok=True))
     pids = container_pids(container)
     if args.format == "json":
-        print(json.dumps(pids))
+        print(json.dumps(pids, separators=(",", ":")))
     elif args.format == "table":
         sys.stdout.write(ps_table(pids, args.args[1:]))
     else:
@@ -328,7 +328,7 @@ def cmd_events(argv: list[str], g: Parsed) -> int:
     args = parse(argv, [Flag("interval", value=True, default="5s"), Flag("stats"), Flag("help", "h")], command="events")
     container = _load(g.root, _id(args, "events"))
     if args.stats:
-        print(json.dumps(events.stats_event(container)))
+        print(json.dumps(events.stats_event(container), separators=(",", ":")))
         return 0
     return events.stream(container, parse_duration(str(args.interval)))
 

@@ -19,10 +19,10 @@ def stream(container: Container, interval: float, out=sys.stdout) -> int:  # noq
     cgroup = container.cgroup()
     ooms = cgroup.oom_kill_count()
     while container.status() != st.STOPPED:
-        out.write(json.dumps(stats_event(container)) + "\n")
+        out.write(json.dumps(stats_event(container), separators=(",", ":")) + "\n")
         now = cgroup.oom_kill_count()
         if now > ooms:
-            out.write(json.dumps({"type": "oom", "id": container.id}) + "\n")
+            out.write(json.dumps({"type": "oom", "id": container.id}, separators=(",", ":")) + "\n")
             ooms = now
         out.flush()
         time.sleep(interval)
