@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 PID_KEYS = ("init_process_pid", "pid", "init_pid")
-START_KEYS = ("init_process_start", "start_time", "pid_start_time", "init_process_start_time", "started")
+START_KEYS = ("pid_start", "init_process_start", "start_time", "pid_start_time", "init_process_start_time", "started")
 
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
