@@ -84,4 +84,19 @@ if [ "$want" != "$have" ]; then
     echo "$want" >"$stamp"
 fi
 
+# berth-runtime starts on every container start, like runc: replace pip's launcher (which
+# imports re and processes site-packages) with one that starts Python isolated (-IS) and
+# imports only the runtime, and compile the bytecode once so no run compiles anything.
+launcher="$venv/bin/berth-runtime"
+cat >"$launcher.tmp" <<LAUNCHER
+#!$venv/bin/python -IS
+import sys
+sys.path.insert(0, "$repo/src")
+from berth.cli.runtime import main
+sys.exit(main())
+LAUNCHER
+chmod 755 "$launcher.tmp"
+mv -f "$launcher.tmp" "$launcher"
+"$venv/bin/python" -m compileall -q "$repo/src" >/dev/null || die "compileall of $repo/src failed"
+
 say "ok ($venv)"

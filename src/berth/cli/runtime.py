@@ -6,7 +6,7 @@ command on every container start.
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 import os
 import sys
 

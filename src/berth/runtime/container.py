@@ -9,7 +9,7 @@ init lives, ``paused`` while the freezer says so, ``running`` while init lives,
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 import os
 import time
 

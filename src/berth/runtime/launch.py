@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
+import _signal as signal  # the C module: ``signal`` imports enum (~3 ms)
 
 from berth.errors import FailedPrecondition
 from berth.runtime.linux import init as container_init

@@ -10,7 +10,7 @@ Import-light on purpose: the CLI imports this module on every ``spec`` call.
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 import os
 
 from berth import OCI_SPEC_VERSION

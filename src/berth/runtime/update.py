@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 
 from berth.errors import FailedPrecondition, InvalidArgument
 from berth.runtime.container import Container

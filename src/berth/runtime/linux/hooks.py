@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 import os
 import select
 import signal

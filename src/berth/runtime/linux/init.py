@@ -144,6 +144,8 @@ def _prepare_container(ctx: InitContext, state: dict) -> None:
     linux = ctx.linux
     hooks = ctx.config.get("hooks") or {}
     rootfs = ctx.rootfs
+    if "network" in ctx.namespaces and not ctx.namespaces["network"]:
+        namespaces.loopback_up()
     rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
     for entry in ctx.config.get("mounts") or ():
         rfs.mount_entry(rootfs, entry, ctx.cgroup_paths, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"])

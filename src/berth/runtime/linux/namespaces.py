@@ -71,3 +71,17 @@ def write_id_maps(pid: int, linux: dict, deny_setgroups: bool) -> None:
             f.write(b"deny")
     with open(f"/proc/{pid}/gid_map", "wb") as f:
         f.write(fmt(linux.get("gidMappings") or []))
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` in a new network namespace, as runc does (its "loopback" network)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = fcntl.ioctl(sock, siocgifflags, struct.pack("16sH22x", b"lo", 0))
+        flags = struct.unpack("16sH22x", ifreq)[1]
+        if not flags & iff_up:
+            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))

@@ -7,7 +7,7 @@ real reason, not "exit status 1" (crun's way).
 
 from __future__ import annotations
 
-import json
+from berth._sys import jsonfast as json
 import os
 
 from berth.errors import BerthError
