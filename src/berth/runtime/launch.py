@@ -20,12 +20,13 @@ class Launch:
 
 
 def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel, cgroup,  # noqa: ANN001
-               state_for_hooks, run_runtime_hooks=None) -> Launch:  # noqa: ANN001
-    """Fork stage 1, put it in the cgroup, serve its requests; return once stage 2 is ready.
+               state_for_hooks, run_runtime_hooks=None, setup_cgroup=None) -> Launch:  # noqa: ANN001
+    """Fork stage 1, serve its requests, put stage 2 in the cgroup; return once stage 2 is ready.
 
     ``state_for_hooks(pid)`` gives the OCI state for hooks; ``run_runtime_hooks(state)`` runs
     the prestart/createRuntime hooks when stage 2 asks. On failure stage 2 is killed and
-    the child's own message is raised.
+    the child's own message is raised. ``setup_cgroup()``, when given, makes the cgroup
+    after the fork, so that stage 1 sets up namespaces meanwhile.
     """
     stage1 = os.fork()
     if stage1 == 0:
@@ -39,9 +40,8 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
         os.close(ctx.console_fd)
     pid = 0
     try:
-        if cgroup is not None:
-            cgroup.add_pid(stage1)
-        parent.send("go")
+        if setup_cgroup is not None:
+            setup_cgroup()
         while True:
             try:
                 msg = parent.recv()
@@ -57,6 +57,8 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
                 pid = int(msg["pid"])
                 _reap(stage1)
                 stage1 = 0
+                if cgroup is not None:  # stage 2 waits for "init" before it needs the cgroup
+                    cgroup.add_pid(pid)
                 parent.send("init", state=state_for_hooks(pid))
             elif kind == "hooks":
                 try:

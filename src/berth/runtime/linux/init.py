@@ -38,6 +38,7 @@ class InitContext:
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
         self.namespaces = namespaces.configured(config)
+        self.new_cgroupns = not exec_pid and "cgroup" in self.namespaces and not self.namespaces["cgroup"]
 
 
 def preload(ctx: InitContext) -> None:
@@ -66,7 +67,6 @@ def stage1(ctx: InitContext) -> None:
     """Runs in the first child; never returns."""
     try:
         preload(ctx)
-        ctx.channel.expect("go")
         if ctx.exec_pid:
             opened = namespaces.open_paths(_exec_namespace_paths(ctx.exec_pid))
         else:
@@ -78,8 +78,8 @@ def stage1(ctx: InitContext) -> None:
             ctx.channel.expect("mapped")
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        if not ctx.exec_pid:
-            libc.unshare(namespaces.unshare_flags(ctx.namespaces, exclude=("user",)))
+        if not ctx.exec_pid:  # the cgroup namespace waits until stage 2 is in its cgroup
+            libc.unshare(namespaces.unshare_flags(ctx.namespaces, exclude=("user", "cgroup")))
         pid = os.fork()
         if pid == 0:
             stage2(ctx)
@@ -119,11 +119,11 @@ def _fail(ctx: InitContext, exc: BaseException) -> None:
 def stage2(ctx: InitContext) -> None:
     """Runs as the container's process; never returns."""
     try:
-        init_msg = ctx.channel.expect("init")
         if ctx.exec_pid:
+            init_msg = ctx.channel.expect("init")
             _prepare_exec(ctx)
         else:
-            _prepare_container(ctx, init_msg.get("state") or {})
+            init_msg = _prepare_container(ctx)
         path, env = _finalize_process(ctx)
         ctx.channel.send("ready")
     except BaseException as exc:  # noqa: BLE001
@@ -138,17 +138,36 @@ def _in_new_userns(ctx: InitContext) -> bool:
     return "user" in ctx.namespaces
 
 
-def _prepare_container(ctx: InitContext, state: dict) -> None:
+def _join_cgroup_namespace(ctx: InitContext) -> dict:
+    """Wait until the runtime has put us in the container's cgroup ("init"), then unshare
+    the cgroup namespace if asked, so that its root is that cgroup."""
+    init_msg = ctx.channel.expect("init")
+    if ctx.new_cgroupns:
+        libc.unshare(libc.CLONE_NEWCGROUP)
+    return init_msg
+
+
+def _prepare_container(ctx: InitContext) -> dict:
+    """Everything up to ``ready``; returns the runtime's "init" message (state for hooks).
+
+    The runtime makes the cgroup and moves us into it (slow on v1: an RCU grace period)
+    while we mount; only the cgroup mount waits for it."""
     if "mount" not in ctx.namespaces:
         raise OSError(22, "a mount namespace is required to set up the root filesystem")
     linux = ctx.linux
     hooks = ctx.config.get("hooks") or {}
     rootfs = ctx.rootfs
+    init_msg = None
     if "network" in ctx.namespaces and not ctx.namespaces["network"]:
         namespaces.loopback_up()
     rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
     for entry in ctx.config.get("mounts") or ():
-        rfs.mount_entry(rootfs, entry, ctx.cgroup_paths, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"])
+        if init_msg is None and entry.get("type") == "cgroup":  # its directories exist from now
+            init_msg = _join_cgroup_namespace(ctx)
+        rfs.mount_entry(rootfs, entry, ctx.cgroup_paths, ctx.new_cgroupns)
+    if init_msg is None:
+        init_msg = _join_cgroup_namespace(ctx)
+    state = init_msg.get("state") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
         ctx.channel.send("hooks")
         ctx.channel.expect("hooks-done")
@@ -185,6 +204,7 @@ def _prepare_container(ctx: InitContext, state: dict) -> None:
 
         libc.mount(None, "/", None, PROPAGATION_OPTIONS[propagation])
     proc.set_oom_score_adj(ctx.process.get("oomScoreAdj"))
+    return init_msg
 
 
 def _prepare_exec(ctx: InitContext) -> None:

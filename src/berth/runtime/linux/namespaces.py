@@ -75,13 +75,15 @@ def write_id_maps(pid: int, linux: dict, deny_setgroups: bool) -> None:
 
 def loopback_up() -> None:
     """Bring up ``lo`` in a new network namespace, as runc does (its "loopback" network)."""
+    import _socket  # not ``socket``: it imports enum (~5 ms on every container start)
     import fcntl
-    import socket
-    import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        ifreq = fcntl.ioctl(sock, siocgifflags, struct.pack("16sH22x", b"lo", 0))
-        flags = struct.unpack("16sH22x", ifreq)[1]
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        ifreq = fcntl.ioctl(sock.fileno(), siocgifflags, b"lo".ljust(40, b"\0"))
+        flags = int.from_bytes(ifreq[16:18], "little")
         if not flags & iff_up:
-            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+            fcntl.ioctl(sock.fileno(), siocsifflags, ifreq[:16] + (flags | iff_up).to_bytes(2, "little") + ifreq[18:])
+    finally:
+        sock.close()
