@@ -45,6 +45,7 @@ class Container:
         self.id = container_id
         self.dir = os.path.join(root, container_id)
         self.record = record
+        self.waiter = 0  # a foreground run's stage 1, the init's parent (not stored)
 
     # --- storage -----------------------------------------------------------
     @classmethod

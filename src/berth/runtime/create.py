@@ -17,7 +17,7 @@ from berth.runtime.linux.sync import Channel
 class CreateOptions:
     def __init__(self, root: str, container_id: str, bundle: str = ".", pid_file: str = "",
                  console_socket: str = "", no_pivot: bool = False, preserve_fds: int = 0,
-                 foreground_tty: bool = False) -> None:
+                 foreground: bool = False) -> None:
         self.root = root
         self.id = container_id
         self.bundle = os.path.abspath(bundle or ".")
@@ -25,8 +25,7 @@ class CreateOptions:
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
-        self.foreground_tty = foreground_tty  # ``run`` without -d: the runtime holds the pty
-        self.console_master_sock = -1  # set for foreground_tty: where the pty master arrives
+        self.foreground = foreground  # ``run`` without -d: the runtime waits and holds the pty
 
 
 def check_config(config: dict, rootfs: str, opts: CreateOptions) -> None:
@@ -36,7 +35,7 @@ def check_config(config: dict, rootfs: str, opts: CreateOptions) -> None:
     if not process:
         raise InvalidArgument("process must be set in config.json")
     terminal = bool(process.get("terminal"))
-    if terminal and not opts.console_socket and not opts.foreground_tty:
+    if terminal and not opts.console_socket and not opts.foreground:
         raise InvalidArgument("cannot allocate tty if runc will detach without setting console socket")
     if not terminal and opts.console_socket:
         raise InvalidArgument("cannot use console socket if runc will not detach or allocate tty")
@@ -61,11 +60,14 @@ def create(opts: CreateOptions) -> tuple[Container, int]:
     try:
         os.mkfifo(container.fifo_path, 0o622)
         os.chmod(container.fifo_path, 0o622)  # whatever the umask: a non-root init must open it
-        cgroup = _open_cgroup(config, opts.id)
+        warming, cgroup = _open_cgroup(config, opts.id)
         container.record.update(bundle=opts.bundle, rootfs=rootfs, created=utc_now(), owner="", config=config)
         master = _launch(container, config, rootfs, cgroup, opts)
         if opts.pid_file:
             write_pid_file(opts.pid_file, container.pid)
+        from berth._sys.cgroup_warm import reap
+
+        reap(warming)
         return container, master
     except BaseException:
         if cgroup is not None:
@@ -77,17 +79,17 @@ def create(opts: CreateOptions) -> tuple[Container, int]:
         raise
 
 
-def _open_cgroup(config: dict, container_id: str):  # noqa: ANN202
-    """The container's cgroup, not made yet: ``_launch`` makes it while the init starts.
+def _open_cgroup(config: dict, container_id: str) -> tuple:
+    """(pid of the warming child, the container's cgroup), the cgroup not made yet:
+    ``_launch`` makes it while the init starts.
 
     The first cgroup migration after a quiet spell waits for an RCU grace period (~14 ms
-    here, a third of a start); ``warm`` starts that wait now, in a thread, so that it runs
+    here, a third of a start); ``warm`` starts that wait now, in a child, so that it runs
     alongside the fork and the namespace setup instead of after them."""
     from berth._sys.cgroup_warm import warm
     from berth.runtime.cgroups import open_cgroup
 
-    warm()
-    return open_cgroup((config.get("linux") or {}).get("cgroupsPath") or "", container_id)
+    return warm(), open_cgroup((config.get("linux") or {}).get("cgroupsPath") or "", container_id)
 
 
 def _make_cgroup(cgroup, linux: dict) -> None:  # noqa: ANN001
@@ -117,13 +119,13 @@ def _launch(container: Container, config: dict, rootfs: str, cgroup, opts: Creat
         from berth.runtime.linux.tty import connect_console_socket
 
         console_fd = connect_console_socket(opts.console_socket)
-    elif opts.foreground_tty and (config.get("process") or {}).get("terminal"):
+    elif opts.foreground and (config.get("process") or {}).get("terminal"):
         import socket
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         master_sock, console_fd = ours.detach(), theirs.detach()
     ctx = InitContext(config, child, rootfs=rootfs, fifo_path=container.fifo_path, console_fd=console_fd,
-                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
+                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds, stage1_waits=opts.foreground,
                       cgroup_paths=cgroup.paths() if cgroup else None)
     hooks = config.get("hooks") or {}
 
@@ -141,6 +143,7 @@ def _launch(container: Container, config: dict, rootfs: str, cgroup, opts: Creat
                         setup_cgroup=lambda: _make_cgroup(cgroup, config.get("linux") or {}))
     launch.channel.close()
     container.record["cgroup"] = cgroup.paths()
+    container.waiter = launch.waiter
     container.record["pid"] = launch.pid
     container.record["pid_start"] = start_time(launch.pid)
     container.save()

@@ -14,9 +14,10 @@ from berth.runtime.linux.sync import Channel, SyncError
 class Launch:
     """A started init: its stage-2 pid and the runtime's end of the channel."""
 
-    def __init__(self, pid: int, channel: Channel) -> None:
+    def __init__(self, pid: int, channel: Channel, waiter: int = 0) -> None:
         self.pid = pid
         self.channel = channel
+        self.waiter = waiter  # stage 1, when it stays to wait for stage 2 (a foreground ``run``)
 
 
 def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel, cgroup,  # noqa: ANN001
@@ -38,7 +39,7 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
     child.close()
     if ctx.console_fd >= 0:
         os.close(ctx.console_fd)
-    pid = 0
+    pid = waiter = 0
     try:
         if setup_cgroup is not None:
             setup_cgroup()
@@ -55,7 +56,10 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
                 parent.send("mapped")
             elif kind == "pid":
                 pid = int(msg["pid"])
-                _reap(stage1)
+                if ctx.stage1_waits:
+                    waiter = stage1
+                else:
+                    _reap(stage1)
                 stage1 = 0
                 if cgroup is not None:  # stage 2 waits for "init" before it needs the cgroup
                     cgroup.add_pid(pid)
@@ -69,7 +73,7 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
                     raise
                 parent.send("hooks-done")
             elif kind == "ready":
-                return Launch(pid, parent)
+                return Launch(pid, parent, waiter)
     except BaseException:
         for victim in (stage1, pid):
             if victim:
@@ -77,8 +81,9 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
                     os.kill(victim, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if stage1:
-            _reap(stage1)
+        for child_pid in (stage1, waiter):
+            if child_pid:
+                _reap(child_pid)
         if pid:
             _wait_gone(pid)
         parent.close()

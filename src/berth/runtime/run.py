@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import _signal as signal  # the C module: ``signal`` imports enum (~3 ms)
 
-from berth._sys import libc
 from berth.runtime.container import Container
 from berth.runtime.create import CreateOptions, create
 from berth.runtime.delete import destroy
@@ -17,9 +16,7 @@ FORWARDED = tuple(s for s in range(1, signal.NSIG) if s not in _NOT_FORWARDED an
 
 
 def run(opts: CreateOptions, detach: bool, keep: bool) -> int:
-    if not detach:
-        opts.foreground_tty = True
-        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    opts.foreground = not detach
     container, master = create(opts)
     try:
         start(container)
@@ -68,7 +65,7 @@ def wait_foreground(container: Container, master: int, keep: bool) -> int:
         from berth.runtime.linux.tty import proxy
 
         proxy(master, container.alive)
-    code = wait_child(container.pid)
+    code = wait_child(container.waiter)
     if master >= 0:
         os.close(master)
     if not keep:

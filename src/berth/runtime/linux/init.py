@@ -25,7 +25,8 @@ class InitContext:
 
     def __init__(self, config: dict, channel: Channel, *, rootfs: str = "", exec_pid: int = 0,
                  fifo_path: str = "", console_fd: int = -1, no_pivot: bool = False,
-                 preserve_fds: int = 0, cgroup_paths: dict[str, str] | None = None) -> None:
+                 preserve_fds: int = 0, cgroup_paths: dict[str, str] | None = None,
+                 stage1_waits: bool = False) -> None:
         self.config = config
         self.process: dict = config.get("process") or {}
         self.linux: dict = config.get("linux") or {}
@@ -37,6 +38,7 @@ class InitContext:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
+        self.stage1_waits = stage1_waits  # stay as stage 2's parent and exit with its status
         self.namespaces = namespaces.configured(config)
         self.new_cgroupns = not exec_pid and "cgroup" in self.namespaces and not self.namespaces["cgroup"]
 
@@ -45,6 +47,8 @@ def preload(ctx: InitContext) -> None:
     """Import now what the later steps need: after pivot_root (or joining the container's
     mount namespace) the runtime's own files are out of reach."""
     import resource  # noqa: F401 - rlimits
+
+    libc.preload()
 
     from berth.runtime.linux import capabilities
 
@@ -84,9 +88,32 @@ def stage1(ctx: InitContext) -> None:
         if pid == 0:
             stage2(ctx)
         ctx.channel.send("pid", pid=pid)
+        if ctx.stage1_waits:
+            ctx.channel.close()
+            _wait_and_exit(pid)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
         _fail(ctx, exc)
+
+
+def _wait_and_exit(pid: int) -> None:
+    """A foreground ``run``'s stage 1: the parent of the container's init, so the runtime
+    (our parent) learns its exit status from ours without being a subreaper. Signals are
+    the runtime's to forward, not ours to die of."""
+    import _signal
+
+    for sig in range(1, _signal.NSIG):
+        if sig not in (_signal.SIGCHLD, _signal.SIGKILL, _signal.SIGSTOP):
+            try:
+                _signal.signal(sig, _signal.SIG_IGN)
+            except (OSError, ValueError):
+                pass
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        os._exit(255)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
 
 
 def _exec_namespace_paths(pid: int) -> dict[str, str]:
