@@ -2,7 +2,8 @@
 # Idempotent setup of a Debian 12 machine for Berth, as root.
 #
 #   scripts/setup.sh               Debian packages for the runtime and the demo, then .venv
-#   scripts/setup.sh --with-peers  also the peers that the client tests drive (docker.io, containerd)
+#   scripts/setup.sh --with-peers  also the peers that the client and registry tests drive
+#                                  (docker.io, containerd, docker-registry, skopeo, umoci)
 #
 # Installs a Debian package only when dpkg says it is missing (apt-get update only then),
 # creates .venv with Debian's /usr/bin/python3 when it is missing, and reinstalls Berth
@@ -16,7 +17,7 @@ with_peers=0
 for arg in "$@"; do
     case "$arg" in
         --with-peers) with_peers=1 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (expected --with-peers)" ;;
     esac
 done
@@ -30,7 +31,7 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expec
 # --- Debian packages -------------------------------------------------------
 packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time)
 if [ "$with_peers" -eq 1 ]; then
-    packages+=(docker.io containerd)
+    packages+=(docker.io containerd docker-registry skopeo umoci openssl)
 fi
 
 missing=()

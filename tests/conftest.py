@@ -216,3 +216,107 @@ def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
         return make_bundle(path, args, name=name, rootless=rootless, **overrides)
 
     yield factory
+
+
+# --- registries and images (tests/support/registry.py, images.py, proxy.py) ------------
+#
+#   image_layout -> Layout           session: the OCI layout of tests/support/images.py
+#   registry -> PushedRegistry       session: docker-registry on 127.0.0.1 with the test
+#                                    images pushed by skopeo (see PushedRegistry.REPOS)
+#   token_registry -> TokenRegistry  session: docker-registry with token auth, a token
+#                                    server (user "berth", password "s3cret") and
+#                                    berth/private:v1 pushed with those credentials
+# Processes are stopped by pid at the end of the session, also when tests fail.
+
+REGISTRY_TOOLS = ("/usr/bin/docker-registry", "skopeo", "umoci", "openssl")
+
+
+def _registry_tools_skip() -> None:
+    missing = [t for t in REGISTRY_TOOLS if shutil.which(t) is None]
+    if not os.path.exists("/bin/busybox"):
+        missing.append("/bin/busybox")
+    if missing:
+        pytest.skip(f"registry test: {', '.join(missing)} missing (scripts/setup.sh --with-peers)")
+
+
+@pytest.fixture(scope="session")
+def image_layout(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.support.images import build_layout
+
+    _registry_tools_skip()
+    return build_layout(tmp_path_factory.mktemp("images"))
+
+
+class PushedRegistry:
+    """A running registry and what the fixture pushed to it (repo:tag -> layout tag)."""
+
+    REPOS = {
+        "berth/busybox:v1": "OCI manifest, gzip layers",
+        "berth/busybox:docker": "Docker schema 2 manifest (skopeo --format v2s2)",
+        "berth/busybox:plain": "OCI manifest, uncompressed layers",
+        "berth/busybox:zstd": "OCI manifest, zstd layers",
+        "berth/multi:latest": "OCI index: linux/amd64 + linux/arm64/v8",
+        "berth/multi:docker": "Docker manifest list (skopeo --all --format v2s2)",
+    }
+
+    def __init__(self, process: Any, layout: Any, zstd: Any) -> None:
+        self.process = process
+        self.layout = layout
+        self.zstd_layout = zstd
+
+    @property
+    def host(self) -> str:
+        return self.process.host
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, image_layout: Any) -> Iterator[PushedRegistry]:
+    from tests.support.images import push, zstd_layout
+    from tests.support.registry import RegistryProcess
+
+    workdir = tmp_path_factory.mktemp("registry")
+    process = RegistryProcess(workdir)
+    process.start()
+    try:
+        host = process.host
+        push(image_layout, "v1", f"{host}/berth/busybox:v1", "--preserve-digests")
+        push(image_layout, "v1", f"{host}/berth/busybox:docker", "--format", "v2s2")
+        push(image_layout, "plain", f"{host}/berth/busybox:plain", "--preserve-digests")
+        zstd = zstd_layout(image_layout, workdir)
+        push(zstd, "zstd", f"{host}/berth/busybox:zstd", "--preserve-digests")
+        push(image_layout, "multi", f"{host}/berth/multi:latest", "--all", "--preserve-digests")
+        push(image_layout, "multi", f"{host}/berth/multi:docker", "--all", "--format", "v2s2")
+        yield PushedRegistry(process, image_layout, zstd)
+    finally:
+        process.stop()
+
+
+class TokenRegistry:
+    USER, PASSWORD = "berth", "s3cret"
+
+    def __init__(self, process: Any, tokens: Any) -> None:
+        self.process = process
+        self.tokens = tokens
+
+    @property
+    def host(self) -> str:
+        return self.process.host
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory, image_layout: Any) -> Iterator[TokenRegistry]:
+    from tests.support.images import push
+    from tests.support.registry import RegistryProcess, TokenServer
+
+    workdir = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(workdir, users={TokenRegistry.USER: TokenRegistry.PASSWORD})
+    tokens.start()
+    process = RegistryProcess(workdir, token_server=tokens)
+    try:
+        process.start()
+        push(image_layout, "v1", f"{process.host}/berth/private:v1", "--preserve-digests",
+             creds=f"{TokenRegistry.USER}:{TokenRegistry.PASSWORD}")
+        yield TokenRegistry(process, tokens)
+    finally:
+        process.stop()
+        tokens.stop()

@@ -226,6 +226,20 @@ class Daemon:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -313,8 +327,21 @@ class Containerd:
             for container in self.ctr_global(*ctr, "containers", "ls", "-q", timeout=15).stdout.split():
                 self.ctr_global(*ctr, "containers", "rm", container, timeout=15)
 
-    def kill_own_shims(self) -> None:
-        """Shims outlive containerd: kill, by pid, those that serve this containerd's socket."""
+    def shim_sockets(self) -> list[str]:
+        """The sockets of this containerd's shims (under /run/containerd/s, named by a hash)."""
+        sockets = []
+        for path in glob.glob(os.path.join(self.state, "io.containerd.runtime.v2.task", "*", "*", "address")):
+            try:
+                address = Path(path).read_text().strip()
+            except OSError:
+                continue
+            if address.startswith("unix://"):
+                sockets.append(address[len("unix://"):])
+        return sockets
+
+    def kill_own_shims(self, sockets: list[str]) -> None:
+        """Shims outlive containerd: kill, by pid, those that serve this containerd's socket,
+        and remove the sockets that killed shims leave behind."""
         victims = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -326,9 +353,15 @@ class Containerd:
                 continue
             if b"-address" in argv and os.fsencode(self.sock) in argv and os.path.basename(argv[0]).startswith(b"containerd-shim"):
                 victims.append((int(entry), cleanup.start_time(int(entry))))
-        cleanup.kill_recorded(victims)
+        if cleanup.kill_recorded(victims):
+            for path in sockets:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def shutdown(self) -> None:
+        sockets = self.shim_sockets()
         try:
             if self.daemon is not None and self.daemon.proc.poll() is None:
                 try:
@@ -338,7 +371,7 @@ class Containerd:
         finally:
             if self.daemon is not None:
                 self.daemon.stop()
-            self.kill_own_shims()
+            self.kill_own_shims(sockets)
 
 
 class Dockerd:
@@ -463,6 +496,28 @@ def dockerd(client_root: Path, containerd: Containerd, image_archive: Path) -> I
         daemon.shutdown()
 
 
+#: what containerd's log shows when the shim's call of the runtime failed
+RUNTIME_FAILURES = ("did not terminate successfully", "failed to kill init's children", "OCI runtime")
+#: ... except the "delete --force" in containerd's cleanup after a shim exited, which fails
+#: (exit status 255, no output) just as often with runc as the runtime
+RUNTIME_FAILURES_SHARED_WITH_RUNC = ("failed to remove runc container",)
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_failures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which a shim logged a failed runtime call, even one its client
+    hid (a cleanup ``delete --force``, ``kill --all`` after init exited...)."""
+    if "containerd" not in request.fixturenames:
+        yield
+        return
+    log = request.getfixturevalue("containerd").daemon
+    offset = log.log_size()
+    yield
+    failures = [line for line in log.log_since(offset).splitlines()
+                if any(f in line for f in RUNTIME_FAILURES) and not any(f in line for f in RUNTIME_FAILURES_SHARED_WITH_RUNC)]
+    assert not failures, "the shim logged failed runtime calls:\n" + "\n".join(failures)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
@@ -583,6 +638,10 @@ def test_docker_detached_exec(dockerd: Dockerd) -> None:
         # it is the runtime under test that holds this container, not runc
         state = runtime_state(dockerd.runtime_root(cid), cid)
         assert (state["status"], state["pid"]) == ("running", pid), state
+        # and it ran docker's prestart hook: dockerd itself, "libnetwork-setkey"
+        config = json.loads(Path(state["bundle"], "config.json").read_text())
+        prestart = (config.get("hooks") or {}).get("prestart") or []
+        assert [h["args"][0] for h in prestart] == ["libnetwork-setkey"], prestart
 
         res = dockerd.docker("exec", cid, "sh", "-c", "echo in-$((1+1)); exit 4")
         assert (res.returncode, res.stdout) == (4, "in-2\n"), dockerd.explain(res)
@@ -689,12 +748,20 @@ def test_docker_update(dockerd: Dockerd) -> None:
 
 
 def test_docker_host_pid_namespace_children_killed(dockerd: Dockerd) -> None:
-    # without its own pid namespace, init's children outlive it; the shim then asks the
-    # runtime to "kill --all" the (stopped) container, which must still signal them
-    res = dockerd.run("--rm", "--network", "none", "--pid", "host", IMAGE, "sh", "-c", "sleep 300 & echo $!")
-    assert res.returncode == 0, dockerd.explain(res)
-    child = int(res.stdout.split()[0])
-    assert wait_until(lambda: cleanup.gone(child), 5), f"the container's child {child} survived it"
+    # without its own pid namespace, init's children outlive it; once init has exited the
+    # shim runs "kill --all ID 9" on the stopped container, which must still signal them
+    cid = dockerd.ok("run", "-d", "--runtime", "berth", "--network", "none", "--pid", "host", IMAGE,
+                     "sh", "-c", "sleep 300 & echo $!").strip()
+    try:
+        assert dockerd.ok("wait", cid).strip() == "0"
+        child = int(dockerd.ok("logs", cid).split()[0])
+        assert wait_until(lambda: cleanup.gone(child), 5), f"the container's child {child} survived it"
+        dockerd.ok("rm", cid)
+        shim_errors = [line for line in dockerd.containerd.daemon.log_tail(400).splitlines()
+                       if "failed to kill init's children" in line and cid in line]
+        assert not shim_errors, "\n".join(shim_errors)
+    finally:
+        dockerd.docker("rm", "-f", cid)
 
 
 # --- containerd's ctr -------------------------------------------------------------
@@ -718,7 +785,7 @@ def test_ctr_run_tty(containerd: Containerd) -> None:
     code, out = run_in_pty(containerd.ctr_argv("run", "--rm", "-t", *containerd.run_flags(cid), CTR_IMAGE, cid,
                                                "sh", "-c", "tty; echo ok; exit 3"))
     assert code == 3, out
-    assert "/dev/pts/0\r\nok\r\n" in out, out
+    assert "/dev/pts/0\nok\n" in out.replace("\r", ""), out  # ctr leaves our pty cooked: \r\r\n
 
 
 def test_ctr_detached_exec_kill_rm(containerd: Containerd) -> None:

@@ -75,6 +75,8 @@ def stage1(ctx: InitContext) -> None:
             opened = namespaces.open_paths(_exec_namespace_paths(ctx.exec_pid))
         else:
             opened = namespaces.open_paths(ctx.namespaces)
+            # as host root, before a user namespace takes away the right to reach the state dir
+            ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
         namespaces.join(opened)
         if not ctx.exec_pid and "user" in ctx.namespaces and not ctx.namespaces["user"]:
             libc.unshare(libc.CLONE_NEWUSER)
@@ -84,22 +86,29 @@ def stage1(ctx: InitContext) -> None:
             os.setresuid(0, 0, 0)
         if not ctx.exec_pid:  # the cgroup namespace waits until stage 2 is in its cgroup
             libc.unshare(namespaces.unshare_flags(ctx.namespaces, exclude=("user", "cgroup")))
+        pipes = None
+        if ctx.stage1_waits and not ctx.process.get("terminal"):  # runc's foreground stdio: pipes
+            from berth.runtime.linux import stdio
+
+            pipes = stdio.make_pipes()
         pid = os.fork()
         if pid == 0:
+            if pipes:
+                stdio.use_pipes(pipes)
             stage2(ctx)
         ctx.channel.send("pid", pid=pid)
         if ctx.stage1_waits:
             ctx.channel.close()
-            _wait_and_exit(pid)
+            _wait_and_exit(pid, pipes)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
         _fail(ctx, exc)
 
 
-def _wait_and_exit(pid: int) -> None:
+def _wait_and_exit(pid: int, pipes: list | None = None) -> None:
     """A foreground ``run``'s stage 1: the parent of the container's init, so the runtime
     (our parent) learns its exit status from ours without being a subreaper. Signals are
-    the runtime's to forward, not ours to die of."""
+    the runtime's to forward, not ours to die of. With ``pipes``, first copy the stdio."""
     import _signal
 
     for sig in range(1, _signal.NSIG):
@@ -108,6 +117,10 @@ def _wait_and_exit(pid: int) -> None:
                 _signal.signal(sig, _signal.SIG_IGN)
             except (OSError, ValueError):
                 pass
+    if pipes:
+        from berth.runtime.linux.stdio import copy
+
+        copy(pipes)
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
@@ -201,14 +214,15 @@ def _prepare_container(ctx: InitContext) -> dict:
     if hooks.get("createContainer"):
         from berth.runtime.linux.hooks import run_hooks
 
-        run_hooks(hooks["createContainer"], state, "createContainer")
+        run_hooks(hooks["createContainer"], dict(state, pid=os.getpid()), "createContainer")  # runc: pid inside
     rfs.create_devices(rootfs, linux.get("devices") or [], bind_from_host=_in_new_userns(ctx))
     rfs.create_dev_symlinks(rootfs)
-    ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
     if ctx.no_pivot:
         rfs.move_root(rootfs)
     else:
         rfs.pivot(rootfs)
+    if ctx.process.get("cwd"):  # runc creates a missing cwd (before the root goes read-only)
+        os.makedirs(ctx.process["cwd"], 0o755, exist_ok=True)
     hostname = ctx.config.get("hostname")
     domainname = ctx.config.get("domainname")
     if (hostname or domainname) and "uts" not in ctx.namespaces:
@@ -314,6 +328,10 @@ def _wait_for_start(ctx: InitContext, state: dict) -> None:
 def _exec(ctx: InitContext, path: str, env: dict[str, str], report: bool) -> None:
     try:
         proc.close_fds_from(3, keep=tuple(range(3, 3 + ctx.preserve_fds)))
+        import _signal  # built in; Python ignores these two, and an ignored signal survives execve
+
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
         seccomp = ctx.linux.get("seccomp")
         if seccomp and not getattr(ctx, "seccomp_done", False):
             from berth.runtime.linux.seccomp import apply_seccomp

@@ -91,6 +91,7 @@ def switch_user(user: dict, in_userns: bool, setgroups_allowed: bool) -> None:
     """Set groups, gid and uid, keeping capabilities across the switch (the caller applies them next)."""
     uid = user.get("uid", 0)
     gid = user.get("gid", 0)
+    fix_stdio_permissions(uid)
     libc.prctl(libc.PR_SET_KEEPCAPS, 1)
     if setgroups_allowed:
         os.setgroups(list(user.get("additionalGids") or []))
@@ -101,6 +102,28 @@ def switch_user(user: dict, in_userns: bool, setgroups_allowed: bool) -> None:
         os.umask(user["umask"])
     else:
         os.umask(0o022)
+
+
+def fix_stdio_permissions(uid: int) -> None:
+    """runc's fixStdioPermissions: give stdio (but /dev/null) to the process's user, so that
+    a non-root process can reopen /dev/stdout; the gid stays. Errors that only mean "not
+    ours to change" (EINVAL, EPERM, EROFS) are ignored."""
+    try:
+        null_rdev = os.stat("/dev/null").st_rdev
+    except OSError:
+        null_rdev = -1
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or (stat.S_ISCHR(st.st_mode) and st.st_rdev == null_rdev):
+            continue
+        try:
+            os.fchown(fd, uid, -1)
+        except OSError as exc:
+            if exc.errno not in (1, 22, 30):
+                raise
 
 
 def close_fds_from(first: int, keep: tuple[int, ...] = ()) -> None:
