@@ -16,6 +16,10 @@ The image is built here without any registry: a one-layer archive holding Debian
 ``/bin/busybox`` and its applet links, in both the OCI layout (for ``ctr images import``)
 and ``docker save``'s format (for ``docker load``).
 
+What they cannot move: containerd 1.6 puts shim sockets in /run/containerd/s (named by a
+hash that includes our socket's path), ctr its fifos in /run/containerd/fifo, and dockerd
+20.10 writes /etc/docker/key.json once if it is missing.
+
 At the end the fixtures remove every container and task, stop their daemon by pid, kill
 shims still serving their socket, remove their cgroups and unmount and delete their roots,
 also when tests failed. On a failure, the assertion message carries the tail of the
