@@ -13,8 +13,11 @@ uncompressed. Then rounds alternate between:
   directory (the shape ``umoci unpack`` writes), in this process;
 - **umoci**: ``umoci unpack --image LAYOUT:bench BUNDLE`` (a flat rootfs), a process.
 
-Outputs are deleted and ``sync`` is called between runs, untimed, so that one run's
-write-back does not land in the next one's time. Reports the median (and min) of each,
+Each run writes into a new directory, ``sync`` is called between runs (untimed) so that
+one run's write-back does not land in the next one's time, and outputs are deleted only
+at the end: ext4 skips recently freed inodes when it allocates new ones, and a run just
+after a large delete is several times slower whoever makes it (run the benchmark twice
+in a row and the second suffers from the first's cleanup: wait a few minutes). Reports the median (and min) of each,
 and the ratios to umoci. As root (umoci keeps owners only as root; overlay needs root).
 
     bench_unpack.py [--runs 3] [--keep DIR] [--files 20000] [--json] [--only berth,umoci]
@@ -194,22 +197,26 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown contender {name!r}")
     times: dict[str, list[float]] = {name: [] for name in chosen}
     uncompressed = 0
+    outs = os.path.join(base, f"runs-{os.getpid()}")
+    os.mkdir(outs)
     try:
         for r in range(args.runs):
             order = chosen if r % 2 == 0 else list(reversed(chosen))
             for name in order:
-                out = os.path.join(base, f"out-{name}")
-                shutil.rmtree(out, ignore_errors=True)
+                # Every run writes to a new directory and nothing is deleted until the end:
+                # ext4 skips recently freed inodes when it allocates (recently_deleted()),
+                # so a run right after a large delete pays for it, whoever it is.
+                out = os.path.join(outs, f"{name}-{r}")
                 os.sync()
                 t0 = time.perf_counter()
                 contenders[name](out)
                 times[name].append(time.perf_counter() - t0)
                 if name == "berth-plain" and not uncompressed:
                     uncompressed = _tree_bytes(out)
-                shutil.rmtree(out, ignore_errors=True)
                 log(f"round {r + 1}: {name} {times[name][-1]:.2f} s")
     finally:
         os.sync()
+        shutil.rmtree(outs, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 

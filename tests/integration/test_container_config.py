@@ -848,3 +848,15 @@ def test_signal_dispositions_are_default(runtime, bundle):
     ignored = int(status_fields(out)["SigIgn"], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1)), hex(ignored)
     assert not ignored & (1 << (signal.SIGXFSZ - 1)), hex(ignored)
+
+
+@pytest.mark.integration
+def test_session_keyring_of_its_own(bundle, runtime) -> None:
+    """runc gives each container a session keyring "_ses.<id>"; --no-new-keyring keeps the caller's."""
+    b = bundle(["cat", "/proc/keys"], linux={"maskedPaths": []})
+    res = runtime.run("run", "--bundle", b.path, "keyring-own", check=True)
+    assert "_ses.keyring-own" in res.stdout
+    b.new_cgroup()
+    b.save()
+    res = runtime.run("run", "--no-new-keyring", "--bundle", b.path, "keyring-shared", check=True)
+    assert "_ses.keyring-shared" not in res.stdout

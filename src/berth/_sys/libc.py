@@ -58,8 +58,10 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "mount_setattr": 442, "open_tree": 428},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "mount_setattr": 442, "open_tree": 428},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "mount_setattr": 442, "open_tree": 428,
+               "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "mount_setattr": 442, "open_tree": 428,
+                "keyctl": 219},
 }
 _NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -218,3 +220,21 @@ def kernel_at_least(major: int, minor: int) -> bool:
         return (int(release[0]), int(release[1])) >= (major, minor)
     except (ValueError, IndexError):
         return False
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_SETPERM = 5
+KEYCTL_DESCRIBE = 6
+
+
+def join_session_keyring(name: str) -> int:
+    """A new session keyring named ``name`` for this process, its serial returned."""
+    return _check(_libc.syscall(_NR["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, _b(name)), "keyctl join")
+
+
+def keyring_add_perm(serial: int, bits: int) -> None:
+    """OR ``bits`` into the key's permission mask (runc's ModKeyringPerm)."""
+    buf = _types.create_string_buffer(256)
+    _check(_libc.syscall(_NR["keyctl"], KEYCTL_DESCRIBE, serial, buf, 256), "keyctl describe")
+    perm = int(buf.value.split(b";")[3], 16)
+    _check(_libc.syscall(_NR["keyctl"], KEYCTL_SETPERM, serial, perm | bits), "keyctl setperm")

@@ -139,6 +139,7 @@ def _create_options(args: Parsed, g: Parsed, command: str):  # noqa: ANN202
 
     return CreateOptions(g.root, _id(args, command), bundle=args.bundle or os.getcwd(), pid_file=args.pid_file,
                          console_socket=args.console_socket, no_pivot=bool(args.no_pivot),
+                         no_new_keyring=bool(args.no_new_keyring),
                          preserve_fds=_int_flag(args.preserve_fds, "preserve-fds"))
 
 

@@ -16,7 +16,8 @@ from berth.runtime.linux.sync import Channel
 
 class CreateOptions:
     def __init__(self, root: str, container_id: str, bundle: str = ".", pid_file: str = "",
-                 console_socket: str = "", no_pivot: bool = False, preserve_fds: int = 0,
+                 console_socket: str = "", no_pivot: bool = False, no_new_keyring: bool = False,
+                 preserve_fds: int = 0,
                  foreground: bool = False) -> None:
         self.root = root
         self.id = container_id
@@ -24,6 +25,7 @@ class CreateOptions:
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
         self.foreground = foreground  # ``run`` without -d: the runtime waits and holds the pty
 
@@ -126,6 +128,7 @@ def _launch(container: Container, config: dict, rootfs: str, cgroup, opts: Creat
         master_sock, console_fd = ours.detach(), theirs.detach()
     ctx = InitContext(config, child, rootfs=rootfs, fifo_path=container.fifo_path, console_fd=console_fd,
                       no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds, stage1_waits=opts.foreground,
+                      container_id=opts.id, new_keyring=not opts.no_new_keyring,
                       cgroup_paths=cgroup.paths() if cgroup else None)
     hooks = config.get("hooks") or {}
 

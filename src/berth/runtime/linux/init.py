@@ -26,7 +26,7 @@ class InitContext:
     def __init__(self, config: dict, channel: Channel, *, rootfs: str = "", exec_pid: int = 0,
                  fifo_path: str = "", console_fd: int = -1, no_pivot: bool = False,
                  preserve_fds: int = 0, cgroup_paths: dict[str, str] | None = None,
-                 stage1_waits: bool = False) -> None:
+                 stage1_waits: bool = False, container_id: str = "", new_keyring: bool = True) -> None:
         self.config = config
         self.process: dict = config.get("process") or {}
         self.linux: dict = config.get("linux") or {}
@@ -36,6 +36,8 @@ class InitContext:
         self.fifo_path = fifo_path
         self.console_fd = console_fd
         self.no_pivot = no_pivot
+        self.container_id = container_id
+        self.new_keyring = new_keyring  # a session keyring of its own (runc's default)
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
         self.stage1_waits = stage1_waits  # stay as stage 2's parent and exit with its status
@@ -70,6 +72,10 @@ def preload(ctx: InitContext) -> None:
 def stage1(ctx: InitContext) -> None:
     """Runs in the first child; never returns."""
     try:
+        # Not dumpable: no process of the container may open /proc/PID/exe (the host's
+        # Python) or our fds while we run inside its namespaces (CVE-2019-5736). execve of
+        # the user's program makes it dumpable again.
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
         preload(ctx)
         if ctx.exec_pid:
             opened = namespaces.open_paths(_exec_namespace_paths(ctx.exec_pid))
@@ -200,6 +206,8 @@ def _prepare_container(ctx: InitContext) -> dict:
     init_msg = None
     if "network" in ctx.namespaces and not ctx.namespaces["network"]:
         namespaces.loopback_up()
+    if ctx.new_keyring:
+        _join_session_keyring(ctx.container_id)
     rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
     for entry in ctx.config.get("mounts") or ():
         if init_msg is None and entry.get("type") == "cgroup":  # its directories exist from now
@@ -246,6 +254,17 @@ def _prepare_container(ctx: InitContext) -> dict:
         libc.mount(None, "/", None, PROPAGATION_OPTIONS[propagation])
     proc.set_oom_score_adj(ctx.process.get("oomScoreAdj"))
     return init_msg
+
+
+def _join_session_keyring(container_id: str) -> None:
+    """Keys made inside the container stay out of the caller's session keyring (runc's
+    "_ses.<id>", with view/read/link/setattr for the user). Kernels without keys: skip."""
+    try:
+        serial = libc.join_session_keyring(f"_ses.{container_id}")
+        libc.keyring_add_perm(serial, 0x080D0000)
+    except OSError as exc:
+        if exc.errno != 38:  # ENOSYS
+            raise OSError(exc.errno, f"could not create session key: {exc.strerror}") from None
 
 
 def _prepare_exec(ctx: InitContext) -> None:
