@@ -11,7 +11,9 @@ uncompressed. Then rounds alternate between:
   its chain ID), in this process;
 - **berth-plain**: the same layers through ``apply_layer_plain`` into one flat
   directory (the shape ``umoci unpack`` writes), in this process;
-- **umoci**: ``umoci unpack --image LAYOUT:bench BUNDLE`` (a flat rootfs), a process.
+- **umoci**: ``umoci unpack --image LAYOUT:bench BUNDLE`` (a flat rootfs), a process;
+- **tar** (optional, a floor rather than a peer): GNU ``tar -xzf`` of each layer into one
+  directory, whiteouts left as plain files, no digests checked.
 
 Each run writes into a new directory, ``sync`` is called between runs (untimed) so that
 one run's write-back does not land in the next one's time, and outputs are deleted only
@@ -20,7 +22,10 @@ after a large delete is several times slower whoever makes it (run the benchmark
 in a row and the second suffers from the first's cleanup: wait a few minutes). Reports the median (and min) of each,
 and the ratios to umoci. As root (umoci keeps owners only as root; overlay needs root).
 
-    bench_unpack.py [--runs 3] [--keep DIR] [--files 20000] [--json] [--only berth,umoci]
+    bench_unpack.py [--runs 3] [--keep DIR] [--out DIR] [--files 20000] [--json]
+                    [--only berth,berth-serial,berth-plain,umoci,tar]
+
+``berth-serial`` is ``berth`` with one worker (layers one after another).
 """
 
 from __future__ import annotations
@@ -142,10 +147,10 @@ def read_layout(layout: str) -> tuple[list[str], list[str]]:
 # --- the contenders ---------------------------------------------------------------------
 
 
-def run_berth(layers: list[str], diff_ids: list[str], out: str) -> None:
+def run_berth(layers: list[str], diff_ids: list[str], out: str, workers: int = 2) -> None:
     snapshotter = OverlaySnapshotter(out)
     try:
-        unpack_layers(snapshotter, layers, diff_ids)
+        unpack_layers(snapshotter, layers, diff_ids, workers=workers)
     finally:
         snapshotter.close()
 
@@ -155,6 +160,12 @@ def run_berth_plain(layers: list[str], _diff_ids: list[str], out: str) -> None:
     for path in layers:
         with open(path, "rb", buffering=0) as raw:
             apply_layer_plain(open_decompressed(raw), out)
+
+
+def run_tar(layers: list[str], out: str) -> None:
+    os.mkdir(out)
+    for path in layers:
+        subprocess.run(["tar", "-xzf", path, "-C", out, "--xattrs", "--same-owner", "--numeric-owner"], check=True)
 
 
 def run_umoci(layout: str, out: str) -> None:
@@ -167,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="build the layout in DIR once and reuse it")
     parser.add_argument("--files", type=int, default=20000, help="small files in the image")
     parser.add_argument("--only", default="berth,berth-plain,umoci", help="comma-separated contenders")
+    parser.add_argument("--out", metavar="DIR", help="write the runs' trees under DIR (default: beside the layout)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -188,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
 
     contenders: dict[str, Callable[[str], None]] = {
         "berth": lambda out: run_berth(layers, diff_ids, out),
+        "berth-serial": lambda out: run_berth(layers, diff_ids, out, workers=1),
         "berth-plain": lambda out: run_berth_plain(layers, diff_ids, out),
         "umoci": lambda out: run_umoci(layout, out),
+        "tar": lambda out: run_tar(layers, out),
     }
     chosen = [c for c in args.only.split(",") if c]
     for name in chosen:
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown contender {name!r}")
     times: dict[str, list[float]] = {name: [] for name in chosen}
     uncompressed = 0
-    outs = os.path.join(base, f"runs-{os.getpid()}")
+    outs = os.path.join(args.out or base, f"runs-{os.getpid()}")
     os.mkdir(outs)
     try:
         for r in range(args.runs):

@@ -1,9 +1,12 @@
 """A small parser with runc's (urfave/cli) conventions, cheaper to import than argparse.
 
 ``--flag v``, ``--flag=v``, ``-f v``, bool flags as ``--flag`` or ``--flag=false``, repeatable
-flags, and flags after positional arguments (runc accepts ``kill ID --all``). For commands
-whose trailing arguments are a command line (``exec``), parsing stops at the first
-positional after the container id, or at ``--``.
+flags, and flags after positional arguments (runc accepts ``kill ID --all``): as urfave/cli
+v1 does for runc 1.1, known flags move in front of the positionals, each taking the
+argument after it along, then parsing stops at the first positional, as Go's flag package
+does. So ``kill ID 9 --all`` signals ID, while in ``kill ID --all 9`` the id is "9", as in
+runc. For commands whose trailing arguments are a command line (``exec``), parsing stops
+at the first positional after the container id, or at ``--``.
 """
 
 from __future__ import annotations
@@ -49,11 +52,14 @@ def parse(argv: list[str], flags: list[Flag], stop_after: int | None = None, com
             by_name[name] = flag
     values: dict[str, object] = {f.key: (list(f.default) if f.repeat else f.default) for f in flags}
     positionals: list[str] = []
+    reordered = stop_after is None and not _ends_with_value_flag(argv, by_name)
+    if reordered:
+        argv = _reorder(argv, by_name)
     i = 0
     while i < len(argv):
         arg = argv[i]
         i += 1
-        if stop_after is not None and len(positionals) > stop_after:
+        if (stop_after is not None and len(positionals) > stop_after) or (reordered and positionals):
             positionals.append(arg)
             continue
         if arg == "--":
@@ -90,6 +96,38 @@ def parse(argv: list[str], flags: list[Flag], stop_after: int | None = None, com
         else:
             values[flag.key] = value
     return Parsed(values, positionals)
+
+
+def _is_known_flag(arg: str, by_name: dict[str, Flag]) -> bool:
+    return arg.startswith("-") and arg not in ("-", "--") and arg.lstrip("-").partition("=")[0] in by_name
+
+
+def _ends_with_value_flag(argv: list[str], by_name: dict[str, Flag]) -> bool:
+    """``create ID --bundle``: left in place for a clear "flag needs an argument"."""
+    flag = by_name.get(argv[-1].lstrip("-")) if argv and argv[-1].startswith("-") else None
+    return flag is not None and flag.takes_value
+
+
+def _reorder(argv: list[str], by_name: dict[str, Flag]) -> list[str]:
+    """urfave/cli v1's reorderArgs: known flags first, each with the next argument unless
+    that is a known flag too; ``--`` and what follows it stay last."""
+    moved: list[str] = []
+    rest: list[str] = []
+    may_take_value = False
+    for i, arg in enumerate(argv):
+        is_flag = _is_known_flag(arg, by_name)
+        if may_take_value and not is_flag:
+            may_take_value = False
+            moved.append(arg)
+        elif arg == "--":
+            rest = ["--", *rest, *argv[i + 1:]]
+            break
+        elif is_flag:
+            moved.append(arg)
+            may_take_value = "=" not in arg
+        else:
+            rest.append(arg)
+    return moved + rest
 
 
 def parse_duration(text: str) -> float:

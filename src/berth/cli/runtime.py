@@ -186,7 +186,8 @@ def cmd_list(argv: list[str], g: Parsed) -> int:
         for s in states:
             print(s["id"])
     elif args.format == "json":
-        print(json.dumps(states or None, separators=(",", ":")))
+        owner = _owner_name()  # runc: the owner's name here, "" only in ``state``
+        print(json.dumps([dict(s, owner=owner) for s in states] or None, separators=(",", ":")))
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         for s in states:
@@ -215,8 +216,9 @@ def cmd_kill(argv: list[str], g: Parsed) -> int:
         raise InvalidArgument(f'"{PROG} kill" requires a container id')
     if len(args.args) > 2:
         raise InvalidArgument(f'"{PROG} kill" requires at most 2 arguments')
+    container = _load(g.root, args.args[0])  # first, as runc: an unknown id beats a bad signal
     signal_number = parse_signal(args.args[1] if len(args.args) > 1 else "SIGTERM")
-    kill(_load(g.root, args.args[0]), signal_number, all_processes=bool(args.all))
+    kill(container, signal_number, all_processes=bool(args.all))
     return 0
 
 
@@ -328,6 +330,11 @@ def cmd_events(argv: list[str], g: Parsed) -> int:
 
     args = parse(argv, [Flag("interval", value=True, default="5s"), Flag("stats"), Flag("help", "h")], command="events")
     container = _load(g.root, _id(args, "events"))
+    from berth.errors import FailedPrecondition
+    from berth.spec import status as st
+
+    if container.status() == st.STOPPED:  # runc refuses both --stats and the stream
+        raise FailedPrecondition(f"container with id {container.id} is not running")
     if args.stats:
         print(json.dumps(events.stats_event(container), separators=(",", ":")))
         return 0
@@ -374,6 +381,7 @@ def _split_global(argv: list[str]) -> tuple[list[str], str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logger = Logger("", "text", False)
+    command = ""
     try:
         global_argv, command, rest = _split_global(argv)
         g = parse(global_argv, GLOBAL_FLAGS)
@@ -403,19 +411,19 @@ def main(argv: list[str] | None = None) -> int:
         logger.debug(f"{command} {' '.join(rest)}")
         return handler(rest, g)
     except BerthError as exc:
-        return _fail(logger, str(exc))
+        return _fail(logger, str(exc), command)
     except OSError as exc:
-        return _fail(logger, exc.strerror if exc.strerror and not exc.filename else str(exc))
+        return _fail(logger, exc.strerror if exc.strerror and not exc.filename else str(exc), command)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - never a traceback for the user
-        return _fail(logger, f"internal error: {type(exc).__name__}: {exc}")
+        return _fail(logger, f"internal error: {type(exc).__name__}: {exc}", command)
 
 
-def _fail(logger: Logger, message: str) -> int:
+def _fail(logger: Logger, message: str, command: str = "") -> int:
     logger.write("error", message)
     sys.stderr.write(f"{PROG}: {message}\n")
-    return 1
+    return 255 if command == "exec" else 1  # runc: a failed exec exits 255, not its process's status
 
 
 if __name__ == "__main__":

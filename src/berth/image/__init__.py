@@ -11,4 +11,9 @@ Public modules (import them directly; nothing registers itself on import):
     manifests   Descriptor, manifest validation (size cap, media type, digest)
     registry    RegistryClient: pull and push over the OCI distribution API
     compression, layers   layer (de)compression and apply (whiteouts)
+    store       Stores (a data root), ImageStore (records, names, inspect, gc), ImageRecord
+    pull        pull(ref, store_root=...) -> ImageRecord: download, verify, unpack in one pass
+    push        push(image, ref, store_root=...) -> manifest digest
+    archive     save / load (docker save and OCI layout tars), import_oci_layout, import_rootfs
+    changes     ``docker import --change`` instructions applied to a config
 """

@@ -141,7 +141,10 @@ def open_decompressed(fileobj: IO[bytes], media_type: str | None = None) -> Bina
 
     Reads ``fileobj`` forward only, a block at a time: it need not be seekable (a socket
     or an HTTP body). The stream does not own ``fileobj``: closing it closes nothing
-    underneath. Corrupt compressed data raises ``InvalidArgument`` on read.
+    underneath. Corrupt compressed data raises ``InvalidArgument`` on read; so does
+    truncated gzip. A zstd frame cut short just ends the stream early (zstandard's
+    reader does not tell), and corruption inside a zstd frame without a checksum goes
+    unnoticed here: the diff ID that ``unpack_layers`` checks catches both.
     """
     if media_type is not None:
         from_media_type(media_type)  # refuses what is no layer at all

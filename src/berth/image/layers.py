@@ -7,7 +7,10 @@
     apply_layer_plain(stream, target_dir, *, on_progress=None, devices=None) -> AppliedLayer
         a flat tree (what ``umoci unpack`` produces): whiteouts delete what lower layers
         put there. For trees compared in tests, ``docker import`` and non-overlay views.
-    AppliedLayer(size, diff_id, entries, skipped)
+    AppliedLayer(size, diff_id, entries, skipped, implicit_dirs, root_listed)
+    inherit_from_lowers(target_dir, parents, applied)
+        for a layer applied ahead of its lowers (into a staging dir): what ``parents=``
+        does during the apply, afterwards.
 
 The stream is the *uncompressed* tar (see ``compression.open_decompressed``). It is read
 once, forward only, through ``tarfile`` in stream mode; the sha256 of every byte read,
@@ -35,12 +38,26 @@ so; ``True``/``False`` force it). Otherwise a char/block device entry is skipped
 named in ``AppliedLayer.skipped``. They are allowed anywhere in the tree, as in
 containerd and umoci: the snapshot root is 0700 so no other host user reaches them,
 and inside a container the runtime's device cgroup decides what may be opened. FIFOs
-are always created. In the overlay form, whiteouts need CAP_MKNOD and the opaque xattr
-CAP_SYS_ADMIN: without them ``apply_layer`` raises FailedPrecondition.
+are always created. In the overlay form, the opaque xattr needs CAP_SYS_ADMIN (and
+whiteouts CAP_MKNOD before Linux 5.8): without it ``apply_layer`` raises
+FailedPrecondition.
 
 In the overlay form, a parent directory that the layer does not list itself is created
 with the attributes the same directory has in the nearest of ``parents`` (the lower
-layers, top first), as containerd does, so that the merged view keeps them.
+layers, top first), as containerd does, so that the merged view keeps them; a layer
+without a root entry takes the root owner and mode of the layer below. A whiteout
+followed by a directory of the same name in one layer makes that directory opaque.
+
+Same-layer rules (image-spec layer.md): a whiteout hides lower layers only, never an
+entry of its own layer, whatever the order; an opaque marker likewise spares the
+entries its layer puts in that directory. Later entries replace earlier ones of the
+same name (a directory over a directory merges, as tar does). ``.wh..wh.*`` entries
+other than the opaque marker (aufs metadata such as ``.wh..wh.plnk``) are ignored.
+
+Speed: every byte is read once; file data moves in reads of up to 1 MiB, straight
+from tarfile's stream to ``os.write``; the directory walk is cached as open fds; a
+name is unlinked only when creating it finds it taken. Decompression (isal, zstd) and
+sha256 run in C with the GIL released.
 """
 
 from __future__ import annotations
@@ -53,7 +70,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TypeVar
 
 from berth.errors import FailedPrecondition, InvalidArgument
 
@@ -63,7 +80,7 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 PAX_XATTR = "SCHILY.xattr."
 
-TAR_BUFSIZE = 32 * 1024  # tarfile's own read size: headers copy at most this much
+TAR_BUFSIZE = 32 * 1024  # tarfile's own read size: a header read copies what is left of it
 COPY_CHUNK = 1 << 20  # file data moves in reads of up to this many bytes
 PROGRESS_STEP = 1 << 20
 _DIR_CACHE_MAX = 256  # open directory fds kept (RLIMIT_NOFILE is often 1024)
@@ -72,6 +89,7 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 ProgressFn = Callable[[int], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,8 @@ class AppliedLayer:
     diff_id: str  # "sha256:<hex>" of those bytes
     entries: int = 0  # tar entries read
     skipped: tuple[str, ...] = field(default=())  # entries not created (devices without privilege)
+    implicit_dirs: tuple[str, ...] = field(default=())  # parents the layer did not list
+    root_listed: bool = False  # the layer has an entry for its root directory
 
 
 def apply_layer(
@@ -190,6 +210,7 @@ class _Applier:
         self.whiteouts: set[str] = set()  # overlay whiteouts made by this layer
         self.skipped: list[str] = []
         self.skipped_paths: set[str] = set()
+        self.implicit: list[str] = []
         self.entries = 0
         self.root_listed = False
 
@@ -204,13 +225,20 @@ class _Applier:
         try:
             self._apply_all()
             self._finish_dirs()
-            if self.overlay and not self.root_listed:
-                self._inherit_root()
+            if self.overlay and not self.root_listed and self.parents:
+                _inherit_root(root_fd, self.parents[0])
         finally:
             for fd in self.dirs.values():
                 os.close(fd)
             self.dirs.clear()
-        return AppliedLayer(self.reader.size, self.reader.diff_id(), self.entries, tuple(self.skipped))
+        return AppliedLayer(
+            self.reader.size,
+            self.reader.diff_id(),
+            self.entries,
+            tuple(self.skipped),
+            tuple(self.implicit),
+            self.root_listed,
+        )
 
     def _apply_all(self) -> None:
         try:
@@ -262,14 +290,11 @@ class _Applier:
         if info.isdir():
             self._make_dir(pfd, path, base, info)
         elif info.isreg():
-            self._clear(pfd, path, base)
-            if info.issparse():
-                self._make_file(pfd, base, info, tf.extractfile(info))  # type: ignore[arg-type]
-            else:
-                self._make_file(pfd, base, info, stream)
+            fd = self._fresh(pfd, path, base, lambda: os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd))
+            src = tf.extractfile(info) if info.issparse() else stream
+            self._fill_file(fd, info, src)  # type: ignore[arg-type]
         elif info.issym():
-            self._clear(pfd, path, base)
-            os.symlink(info.linkname, base, dir_fd=pfd)
+            self._fresh(pfd, path, base, lambda: os.symlink(info.linkname, base, dir_fd=pfd))
             self._set_meta_nofollow(pfd, base, info)
         elif info.islnk():
             self._make_hardlink(pfd, path, base, info)
@@ -277,16 +302,23 @@ class _Applier:
             if not self.devices:
                 self._skip(path)
                 return
-            self._clear(pfd, path, base)
             kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
-            os.mknod(base, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
+            dev = os.makedev(info.devmajor, info.devminor)
+            self._fresh(pfd, path, base, lambda: os.mknod(base, kind | 0o600, dev, dir_fd=pfd))
             self._set_meta_node(pfd, base, info)
         elif info.isfifo():
-            self._clear(pfd, path, base)
-            os.mkfifo(base, 0o600, dir_fd=pfd)
+            self._fresh(pfd, path, base, lambda: os.mkfifo(base, 0o600, dir_fd=pfd))
             self._set_meta_node(pfd, base, info)
         else:  # pax global headers are consumed by tarfile; anything else is unknown
             self._skip(path)
+
+    def _fresh(self, pfd: int, path: str, base: str, make: Callable[[], _T]) -> _T:
+        """``make()`` a new entry; if the name is taken, clear it first (replace, never merge)."""
+        try:
+            return make()
+        except FileExistsError:
+            self._clear(pfd, path, base)
+            return make()
 
     def _skip(self, path: str) -> None:
         self.created.discard(path)
@@ -313,8 +345,8 @@ class _Applier:
             self._set_opaque(fd, path)
         self.deferred[path] = (info.mode & 0o7777, *_times(info))
 
-    def _make_file(self, pfd: int, base: str, info: tarfile.TarInfo, src: IO[bytes]) -> None:
-        fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+    def _fill_file(self, fd: int, info: tarfile.TarInfo, src: IO[bytes]) -> None:
+        """Copy the entry's data into new file ``fd``, then its metadata; closes ``fd``."""
         try:
             remaining = info.size
             write = os.write
@@ -353,9 +385,12 @@ class _Applier:
             ) from None
         if stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"layer hardlink {info.name!r} points at a directory")
-        self._clear(pfd, path, base)
-        tfd = self._existing_dir_fd(target[:-1], info.linkname)  # _clear may have closed it
-        os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        try:
+            os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileExistsError:
+            self._clear(pfd, path, base)
+            tfd = self._existing_dir_fd(target[:-1], info.linkname)  # _clear may have closed it
+            os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     # --- whiteouts ------------------------------------------------------------------
 
@@ -378,9 +413,8 @@ class _Applier:
             return  # a whiteout hides lower layers only, never this layer's own entries
         pfd = self._dir_fd(dir_parts)
         if self.overlay:
-            self._clear(pfd, path, name)
             try:
-                os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+                self._fresh(pfd, path, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd))
             except PermissionError:
                 raise FailedPrecondition(
                     f"cannot create the overlay whiteout for {path}: mknod needs root"
@@ -470,6 +504,7 @@ class _Applier:
         path = "/".join(parts)
         os.mkdir(name, 0o755, dir_fd=pfd)
         self.created.add(path)
+        self.implicit.append(path)
         lower = _lower_dir_stat(self.parents, parts) if self.parents else None
         if lower is None and path not in self.whiteouts:
             return
@@ -583,20 +618,62 @@ class _Applier:
                 if own:
                     os.close(fd)
 
-    def _inherit_root(self) -> None:
-        """A layer without a root entry keeps the root attributes of the layer below."""
-        if not self.parents:
-            return
-        try:
-            st = os.stat(self.parents[0])
-        except OSError:
-            return
-        fd = self.dirs.get("")
-        if fd is None:
-            return
-        if self.root:
-            os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+def inherit_from_lowers(target_dir: str, parents: Sequence[str], applied: AppliedLayer) -> None:
+    """Give the directories a layer created without listing them the attributes they have
+    in ``parents`` (the lower layers, nearest first), and its root the nearest lower's
+    root attributes if the layer has no root entry. For a layer applied with no
+    ``parents`` (e.g. into a staging directory, ahead of its lowers): ``apply_layer`` does
+    the same by itself when given them.
+    """
+    if not parents:
+        return
+    root = os.geteuid() == 0
+    root_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if not applied.root_listed:
+            _inherit_root(root_fd, parents[0])
+        for path in applied.implicit_dirs:
+            parts = path.split("/")
+            lower = _lower_dir_stat(parents, parts)
+            if lower is None:
+                continue
+            fd = _walk_nofollow(root_fd, parts)
+            if fd is None:
+                continue  # removed again later in the layer
+            try:
+                if root:
+                    os.fchown(fd, lower.st_uid, lower.st_gid)
+                os.fchmod(fd, stat.S_IMODE(lower.st_mode))
+                os.utime(fd, ns=(lower.st_atime_ns, lower.st_mtime_ns))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def _inherit_root(root_fd: int, lower_root: str) -> None:
+    """A layer without a root entry keeps the root owner and mode of the layer below."""
+    try:
+        st = os.stat(lower_root)
+    except OSError:
+        return
+    if os.geteuid() == 0:
+        os.fchown(root_fd, st.st_uid, st.st_gid)
+    os.fchmod(root_fd, stat.S_IMODE(st.st_mode))
+
+
+def _walk_nofollow(root_fd: int, parts: list[str]) -> int | None:
+    """A new fd of directory ``parts`` under ``root_fd``, through directories only."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts:
+            nfd = os.open(name, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _times(info: tarfile.TarInfo) -> tuple[int, int]:

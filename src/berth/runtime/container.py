@@ -56,7 +56,7 @@ class Container:
         try:
             os.mkdir(path, 0o711)
         except FileExistsError:
-            raise AlreadyExists(f"container with id exists: {container_id}") from None
+            raise AlreadyExists(f"container with given ID already exists: {container_id}") from None  # runc's words
         return cls(root, container_id, {"id": container_id})
 
     @classmethod
@@ -105,10 +105,10 @@ class Container:
     def status(self) -> str:
         if not self.alive():
             return st.STOPPED
+        if self.record.get("cgroup") and self.cgroup().frozen():
+            return st.PAUSED  # before created, as runc: a paused created container is "paused"
         if os.path.exists(self.fifo_path):
             return st.CREATED
-        if self.record.get("cgroup") and self.cgroup().frozen():
-            return st.PAUSED
         return st.RUNNING
 
     def cgroup(self):  # -> berth.runtime.cgroups.Cgroup

@@ -47,7 +47,7 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
             try:
                 msg = parent.recv()
             except EOFError:
-                raise SyncError("container init exited unexpectedly") from None
+                raise SyncError(_exited_message(ctx, cgroup)) from None
             kind = msg.get("type")
             if kind == "error":
                 raise FailedPrecondition(f"unable to start container process: {msg.get('msg')}")
@@ -88,6 +88,17 @@ def start_init(ctx: container_init.InitContext, parent: Channel, child: Channel,
             _wait_gone(pid)
         parent.close()
         raise
+
+
+def _exited_message(ctx: container_init.InitContext, cgroup) -> str:  # noqa: ANN001
+    """Why the init went away without a word: runc's message when the OOM killer took it."""
+    if not ctx.exec_pid and cgroup is not None:
+        try:
+            if cgroup.oom_kill_count() > 0:
+                return "container init was OOM-killed (memory limit too low?)"
+        except Exception:  # noqa: BLE001 - the plain message is still true
+            pass
+    return "container init exited unexpectedly"
 
 
 def _reap(pid: int) -> None:

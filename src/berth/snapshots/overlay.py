@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 
-from berth.errors import AlreadyExists, FailedPrecondition, NotFound
+from berth.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from berth.snapshots.base import Info, Kind, Snapshotter, Usage, check_key
 from berth.snapshots.mount import Mount
 
@@ -191,10 +191,9 @@ class OverlaySnapshotter(Snapshotter):
             if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (name,)).fetchone():
                 raise AlreadyExists(f"snapshot {name} already exists")
             merged = json.loads(old_labels) if labels is None else dict(labels)
-            size, inodes = _disk_usage(self.fs_path(sid))
-            db.execute(
-                "UPDATE snapshots SET key = ?, kind = ?, labels = ?, updated = ?, size = ?, inodes = ? WHERE id = ?",
-                (name, Kind.COMMITTED.value, json.dumps(merged), time.time(), size, inodes, sid),
+            db.execute(  # usage: measured on the first usage() call, then kept (it cannot change)
+                "UPDATE snapshots SET key = ?, kind = ?, labels = ?, updated = ? WHERE id = ?",
+                (name, Kind.COMMITTED.value, json.dumps(merged), time.time(), sid),
             )
         shutil.rmtree(self.work_path(sid), ignore_errors=True)  # only mounted read-write snapshots need it
 
@@ -239,7 +238,11 @@ class OverlaySnapshotter(Snapshotter):
             sid, kind, _p, _l, _c, _u, size, inodes = self._row(key)
         if kind == Kind.COMMITTED.value and size is not None:
             return Usage(size, inodes or 0)
-        return Usage(*_disk_usage(self.fs_path(sid)))
+        size, inodes = _disk_usage(self.fs_path(sid))
+        if kind == Kind.COMMITTED.value:
+            with self._write() as db:
+                db.execute("UPDATE snapshots SET size = ?, inodes = ? WHERE id = ?", (size, inodes, sid))
+        return Usage(size, inodes)
 
     def close(self) -> None:
         with self._lock:
@@ -256,8 +259,41 @@ class OverlaySnapshotter(Snapshotter):
             chain = self._chain(parent_id)
         return self.fs_path(sid), [self.fs_path(i) for i in chain]
 
+    def staging_dir(self) -> str:
+        """A new empty directory on the snapshots' filesystem, to fill before ``adopt``."""
+        tmp = tempfile.mkdtemp(prefix="stage-", dir=self._snapshots)
+        os.mkdir(os.path.join(tmp, "fs"), 0o755)
+        return os.path.join(tmp, "fs")
+
+    def adopt(self, key: str, staged: str) -> None:
+        """Make ``staged`` (from ``staging_dir()``) the content of active snapshot ``key``.
+
+        For filling a layer's snapshot ahead of its parent's commit: the snapshot model
+        lets a child be prepared only on a committed parent, but a layer's files do not
+        depend on the layers below, so they can be written while those are still unpacking.
+        """
+        staged = os.path.abspath(staged)
+        holder = os.path.dirname(staged)
+        if os.path.dirname(holder) != self._snapshots or not os.path.basename(holder).startswith("stage-"):
+            raise InvalidArgument(f"{staged} is not a staging directory of this snapshotter")
+        with self._lock:
+            sid, kind, *_ = self._row(key)
+            if kind != Kind.ACTIVE.value:
+                raise FailedPrecondition(f"snapshot {key} is {kind}, not active")
+            os.rename(staged, self.fs_path(sid))  # replaces the empty fs dir prepare made
+        os.rmdir(holder)
+
+    def discard_staging(self, staged: str) -> None:
+        """Delete a staging directory that will not be adopted."""
+        holder = os.path.dirname(os.path.abspath(staged))
+        if os.path.dirname(holder) == self._snapshots and os.path.basename(holder).startswith("stage-"):
+            shutil.rmtree(holder, ignore_errors=True)
+
     def cleanup(self) -> list[str]:
-        """Delete directories no snapshot owns (left by a crash); return their names."""
+        """Delete directories no snapshot owns (left by a crash); return their names.
+
+        Also deletes staging directories in use: call it when nothing unpacks (at start).
+        """
         with self._lock:
             ids = {str(r[0]) for r in self._db.execute("SELECT id FROM snapshots")}
         removed = []

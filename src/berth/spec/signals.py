@@ -37,4 +37,4 @@ def parse_signal(raw: str) -> int:
                 number = start + int(offset)
                 if SIGRTMIN <= number <= SIGRTMAX:
                     return number
-    raise InvalidArgument(f"unknown signal {raw!r}")
+    raise InvalidArgument(f'unknown signal "{raw}"')  # runc's (Go's %q) quotes

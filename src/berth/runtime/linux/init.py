@@ -230,7 +230,12 @@ def _prepare_container(ctx: InitContext) -> dict:
     else:
         rfs.pivot(rootfs)
     if ctx.process.get("cwd"):  # runc creates a missing cwd (before the root goes read-only)
-        os.makedirs(ctx.process["cwd"], 0o755, exist_ok=True)
+        cwd = ctx.process["cwd"]
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        except OSError as exc:  # runc's words: "mkdir /etc/passwd: not a directory"
+            code = 20 if isinstance(exc, FileExistsError) else exc.errno  # ENOTDIR: it exists, not a dir
+            raise OSError(code, f"mkdir {cwd}: {os.strerror(code).lower()}") from None
     hostname = ctx.config.get("hostname")
     domainname = ctx.config.get("domainname")
     if (hostname or domainname) and "uts" not in ctx.namespaces:
