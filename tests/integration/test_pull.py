@@ -337,3 +337,29 @@ def test_token_auth_pull(token_registry: Any, stores: Stores, umoci_ref: dict[st
     creds = StaticCredentials({token_registry.host: Credentials(token_registry.USER, token_registry.PASSWORD)})
     record = pull(ref, store_root=stores, auth=AuthProvider(creds))
     assert diff_trees(umoci_ref, snapshot_tree(stores.snapshotter, record.chain_id)) == []
+
+
+def test_concurrent_pulls_of_one_image(registry: Any, tmp_path: Path, umoci_ref: dict[str, Entry]) -> None:
+    """Two pulls (as two daemons would, each with its own Stores) race on one root: both
+    succeed, each layer is stored and committed once."""
+    root = tmp_path / "shared"
+    Stores(root).close()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(pull(f"{registry.host}/berth/busybox:v1", store_root=root, client_factory=fast_client))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 2 and results[0].id == results[1].id
+    with Stores(root) as stores:
+        assert len(committed(stores)) == 3 and len(list(stores.snapshotter.walk())) == 3
+        assert diff_trees(umoci_ref, snapshot_tree(stores.snapshotter, results[0].chain_id)) == []
+        assert stores.content.ingests() == []
