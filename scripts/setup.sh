@@ -88,16 +88,22 @@ fi
 # berth-runtime starts on every container start, like runc: replace pip's launcher (which
 # imports re and processes site-packages) with one that starts Python isolated (-IS) and
 # imports only the runtime, and compile the bytecode once so no run compiles anything.
-launcher="$venv/bin/berth-runtime"
-cat >"$launcher.tmp" <<LAUNCHER
+# berth-shim gets the same launcher: it lives as long as its container, and every module
+# it does not import is resident memory saved per container.
+write_launcher() {  # NAME MODULE
+    local launcher="$venv/bin/$1"
+    cat >"$launcher.tmp" <<LAUNCHER
 #!$venv/bin/python -IS
 import sys
 sys.path.insert(0, "$repo/src")
-from berth.cli.runtime import main
+from $2 import main
 sys.exit(main())
 LAUNCHER
-chmod 755 "$launcher.tmp"
-mv -f "$launcher.tmp" "$launcher"
+    chmod 755 "$launcher.tmp"
+    mv -f "$launcher.tmp" "$launcher"
+}
+write_launcher berth-runtime berth.cli.runtime
+write_launcher berth-shim berth.shim.main
 "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null || die "compileall of $repo/src failed"
 
 say "ok ($venv)"

@@ -14,6 +14,7 @@ mtimes of everything but directories (which whiteouts and overlay change).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -226,8 +227,6 @@ def test_the_layers_are_what_tarfile_reads_back(image: tuple[Path, Path]) -> Non
     # a sanity check of the fixture: layer 3 carries the opaque marker verbatim
     layout, _ = image
     layers, _ = read_image(layout, "v3")
-    import gzip
-
     with gzip.open(layers[2]) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
         names = [m.name for m in tf]
     assert "var/lib/keep/.wh..wh..opq" in names

@@ -45,6 +45,9 @@ class JsonFileLog:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
+            while nl + 1 - start > PARTIAL_MAX:  # a long line: 16 KiB partial messages first
+                messages.append(buf[start:start + PARTIAL_MAX])
+                start += PARTIAL_MAX
             messages.append(buf[start:nl + 1])
             start = nl + 1
         while len(buf) - start >= PARTIAL_MAX:

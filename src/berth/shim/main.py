@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = parse(argv)
     except BerthError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        _report(_ready_fd_from(argv), {"ok": False, "error": str(exc)})
+        _report(_ready_fd_from(argv), _failure(exc))
         return 2
     if not opts.daemonized:
         if not opts.foreground:
@@ -183,8 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     return run(opts)
 
 
-def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, BerthError) else f"{type(exc).__name__}: {exc}"
+def _failure(exc: BaseException) -> dict:
+    """The readiness report of a failed start: the message and the error's class in berth.errors."""
+    if isinstance(exc, BerthError):
+        kind = next((c.__name__ for c in type(exc).__mro__ if c.__module__ == "berth.errors"), "BerthError")
+        return {"ok": False, "error": str(exc), "kind": kind}
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "BerthError"}
 
 
 def run(opts: Options) -> int:
@@ -197,7 +201,7 @@ def run(opts: Options) -> int:
         shim = Shim(opts)
         shim.prepare()
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the starter
-        _report(opts.ready_fd, {"ok": False, "error": _message(exc)})
+        _report(opts.ready_fd, _failure(exc))
         return 1
     try:
         init_pid = shim.create()
@@ -209,7 +213,7 @@ def run(opts: Options) -> int:
                 pass
         shim.remove_state = True
         shim.close()
-        _report(opts.ready_fd, {"ok": False, "error": _message(exc)})
+        _report(opts.ready_fd, _failure(exc))
         return 1
     _report(opts.ready_fd, {"ok": True, "pid": os.getpid(), "init_pid": init_pid})
     try:

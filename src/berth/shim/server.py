@@ -342,9 +342,9 @@ class Shim:
 
     def op_delete(self, conn: Conn, request: dict) -> None:
         self.runtime.call("delete", *(["--force"] if request.get("force") else []), self.opts.id)
+        remove_tree(self.dir)  # before answering: once delete returns, the state is gone
         conn.reply({})
         conn.flush_now()
-        self.remove_state = True
         self.loop.stop()
 
     def op_shutdown(self, conn: Conn, request: dict) -> None:
