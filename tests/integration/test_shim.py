@@ -230,6 +230,21 @@ def test_tty_attach_and_resize(shims: Shims, bundle, tmp_path: Path) -> None:
     assert {e["stream"] for e in _log_entries(tmp_path / "c1.log")} == {"stdout"}
 
 
+def test_slow_attach_client_pauses_output_instead_of_losing_it(berth_shims: Shims, bundle) -> None:
+    client = berth_shims.start(bundle(["sleep", "1000"]))
+    client.start()
+    b = bundle(["true"])
+    size = 8_000_000
+    _pid, stream = client.exec_attached("big", dict(b.config["process"], args=["head", "-c", str(size), "/dev/zero"]),
+                                        timeout=15)
+    time.sleep(0.5)  # not reading: the exec blocks on its full pipe, the shim's buffer stays small
+    assert client.state(exec_id="big")["status"] == "running"
+    assert int(open(f"/proc/{client.ready['pid']}/status").read().split("VmRSS:")[1].split()[0]) < 15 * 1024
+    out, err = stream.read_all()
+    assert (len(out), err) == (size, b"")
+    assert client.wait(exec_id="big", timeout=15)["exit_code"] == 0
+
+
 # --- exec, kill, wait, OOM -----------------------------------------------------------------------
 
 def test_exec_with_exit_code_and_stdin(shims: Shims, bundle) -> None:
@@ -328,8 +343,19 @@ os.killpg(0, signal.SIGKILL)  # the starter and its whole process group die at o
     assert client.wait(timeout=15)["exit_code"] == 4
 
 
+def test_a_dead_shim_is_reported_not_hung_on(berth_shims: Shims, bundle) -> None:
+    client = berth_shims.start(bundle(["sleep", "1000"]))
+    client.start()
+    pid, _started = client.pid()
+    os.kill(pid, signal.SIGKILL)
+    _wait_for(lambda: not client.alive(), 5, "the shim to die")
+    with pytest.raises(errors.Unavailable, match="not running"):
+        client.state()
+    assert find_shims(berth_shims.base) == []
+
+
 def test_exit_is_recorded_while_no_client_is_connected(berth_shims: Shims, bundle) -> None:
-    client = berth_shims.start(bundle(["sh", "-c", "sleep 0.3; exit 5"]))
+    client = berth_shims.start(bundle(["sh", "-c", "sleep 1; exit 5"]))
     client.start()
     exit_file = Path(client.state_dir) / "exit.json"
     assert not exit_file.exists()

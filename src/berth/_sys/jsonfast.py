@@ -34,6 +34,10 @@ def loads(text: str | bytes) -> object:
         value, end = _scan(text, start)
     except StopIteration as exc:
         raise ValueError(f"Expecting value: char {exc.value}") from None
+    except SystemError:
+        # _json raises json.decoder.JSONDecodeError only if json.decoder is already imported;
+        # otherwise a malformed document inside an object or array surfaces as SystemError
+        raise ValueError("invalid JSON") from None
     if text[end:].strip(_WS):
         raise ValueError(f"Extra data: char {end}")
     return value

@@ -33,11 +33,15 @@ from berth.shim.protocol import EXIT_FILE, FRAME_HEADER, PID_FILE, SOCKET, parse
 _DEFAULT = object()
 
 
-def _error(body: dict) -> errors.BerthError:
+def error_from_answer(body: dict) -> errors.BerthError:
+    """The ``berth.errors`` exception for a failed answer ``{"ok": false, "error", "kind"}``."""
     cls = getattr(errors, str(body.get("kind")), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.BerthError)):
         cls = errors.BerthError
     return cls(str(body.get("error") or "shim error"))
+
+
+_error = error_from_answer  # the old private name (berth.daemon.shimio imports it)
 
 
 class AttachStream:

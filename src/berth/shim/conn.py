@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from berth.shim.server import Shim
 
 REQUEST, BUSY, WAIT, ATTACH = "request", "busy", "wait", "attach"
-ATTACH_MAX_BUFFER = 4 * 1024 * 1024  # a client this far behind is disconnected
+ATTACH_HIGH_WATER = 256 * 1024  # a client this far behind pauses the process's output
+ATTACH_LOW_WATER = 64 * 1024  # ... until it is this close again
 
 
 class Conn:
@@ -137,6 +138,8 @@ class Conn:
             self.close()
             return
         self._update()
+        if self.mode == ATTACH and not self.backlogged:
+            self.process.unthrottle()
 
     def flush_now(self) -> None:
         """Push out what is buffered, blocking briefly (before the shim exits)."""
@@ -156,6 +159,8 @@ class Conn:
         """Answer, then carry the process's streams on this connection."""
         self.send((json.dumps({"ok": True, "tty": process.tty, **(result or {})}, separators=(",", ":"))
                    + "\n").encode())
+        if self.fd < 0:  # the client is already gone
+            return
         self.mode = ATTACH
         self.process = process
         self._stdin = stdin
@@ -169,10 +174,13 @@ class Conn:
     def output(self, stream: int, data: bytes) -> None:
         if stream not in self._streams and not (self.process.tty and self._streams):
             return
-        if len(self._out) > ATTACH_MAX_BUFFER:
-            self.close()
-            return
         self.send(data if self.process.tty else frame(stream, data))
+        if len(self._out) > ATTACH_HIGH_WATER and self.fd >= 0:
+            self.process.throttle()
+
+    @property
+    def backlogged(self) -> bool:
+        return len(self._out) > ATTACH_LOW_WATER
 
     def finish(self) -> None:
         """The process's output has ended: close once everything is sent."""
@@ -216,5 +224,6 @@ class Conn:
         if process is not None:
             if self in process.attaches:
                 process.attaches.remove(self)
+                process.unthrottle()
             if self in process.waiters:
                 process.waiters.remove(self)

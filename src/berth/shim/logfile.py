@@ -18,6 +18,7 @@ import _json
 from berth.shim.protocol import STREAM_NAMES, rfc3339nano
 
 PARTIAL_MAX = 16 * 1024
+WRITE_BATCH = 64 * 1024
 
 _encode = _json.encode_basestring
 
@@ -28,6 +29,7 @@ class JsonFileLog:
         self.max_size = max(0, max_size)
         self.max_files = max(1, max_files)
         self._pending: dict[int, bytes] = {1: b"", 2: b""}
+        self._out = bytearray()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._fd = self._open(truncate=False)
         self.size = os.fstat(self._fd).st_size
@@ -38,55 +40,55 @@ class JsonFileLog:
 
     def write(self, stream: int, data: bytes) -> None:
         """Log a chunk of output: its complete lines now, the rest when it is complete."""
-        buf = self._pending[stream] + data if self._pending[stream] else data
-        messages: list[bytes] = []
+        pending = self._pending[stream]
+        buf = pending + data if pending else data
+        tail = self._tail(stream)
         start = 0
         while True:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
             while nl + 1 - start > PARTIAL_MAX:  # a long line: 16 KiB partial messages first
-                messages.append(buf[start:start + PARTIAL_MAX])
+                self._add(buf[start:start + PARTIAL_MAX], tail)
                 start += PARTIAL_MAX
-            messages.append(buf[start:nl + 1])
+            self._add(buf[start:nl + 1], tail)
             start = nl + 1
         while len(buf) - start >= PARTIAL_MAX:
-            messages.append(buf[start:start + PARTIAL_MAX])
+            self._add(buf[start:start + PARTIAL_MAX], tail)
             start += PARTIAL_MAX
         self._pending[stream] = buf[start:]
-        if messages:
-            self._emit(stream, messages)
+        self._write()
 
     def flush(self, stream: int) -> None:
         """The stream ended: write what is held back as a partial message."""
         rest = self._pending[stream]
         if rest:
             self._pending[stream] = b""
-            self._emit(stream, [rest])
+            self._add(rest, self._tail(stream))
+            self._write()
 
-    def _emit(self, stream: int, messages: list[bytes]) -> None:
-        tail = ',"stream":"' + STREAM_NAMES[stream] + '","time":"' + rfc3339nano() + '"}\n'
-        out: list[bytes] = []
-        size = self.size
-        for message in messages:
-            line = ('{"log":' + _encode(message.decode("utf-8", "replace")) + tail).encode()
-            if self.max_size and size and size + len(line) > self.max_size:
-                self._write(out)
-                out = []
-                self._rotate()
-                size = 0
-            out.append(line)
-            size += len(line)
-        self._write(out)
-        self.size = size
+    @staticmethod
+    def _tail(stream: int) -> str:
+        return ',"stream":"' + STREAM_NAMES[stream] + '","time":"' + rfc3339nano() + '"}\n'
 
-    def _write(self, lines: list[bytes]) -> None:
-        if not lines:
+    def _add(self, message: bytes, tail: str) -> None:
+        line = ('{"log":' + _encode(message.decode("utf-8", "replace")) + tail).encode()
+        if self.max_size and self.size and self.size + len(line) > self.max_size:
+            self._write()
+            self._rotate()
+        self._out += line
+        self.size += len(line)
+        if len(self._out) >= WRITE_BATCH:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._out:
             return
-        view = memoryview(b"".join(lines))
+        data, self._out = self._out, bytearray()
+        done = 0
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
+            while done < len(data):
+                done += os.write(self._fd, data[done:] if done else data)
         except OSError:
             pass  # a full disk loses log lines, never the container
 

@@ -46,6 +46,7 @@ class Process:
         self.waiters: list[Conn] = []
         self.settled = False
         self._readers: dict[int, int] = {}
+        self._throttled = False
         self._grace = None
 
     # --- stdio ---------------------------------------------------------------------------
@@ -65,7 +66,24 @@ class Process:
     def _add_reader(self, fd: int, stream: int) -> None:
         os.set_blocking(fd, False)
         self._readers[fd] = stream
+        self._watch(fd)
+
+    def _watch(self, fd: int) -> None:
         self.loop.add(fd, POLLIN, lambda _events: self._read(fd))
+
+    def throttle(self) -> None:
+        """An attached client is far behind: stop reading the output (the process blocks on
+        a full pipe, as it does under Docker) until the client catches up."""
+        if not self._throttled:
+            self._throttled = True
+            for fd in self._readers:
+                self.loop.remove(fd)
+
+    def unthrottle(self) -> None:
+        if self._throttled and not any(conn.backlogged for conn in self.attaches):
+            self._throttled = False
+            for fd in self._readers:
+                self._watch(fd)
 
     @property
     def output_open(self) -> bool:
@@ -99,11 +117,12 @@ class Process:
         if self.log is not None:
             self.log.flush(stream)
         if not self._readers:
-            for conn in list(self.attaches):
+            attaches, self.attaches = self.attaches, []
+            for conn in attaches:
                 conn.finish()
-            self.attaches.clear()
             if self.exit_code is not None:
                 self._settle()
+                self._release()
 
     def close_stdin(self) -> None:
         if self.stdin is not None:
@@ -118,11 +137,13 @@ class Process:
         if self.oom_file:
             after = oom.kill_count(self.oom_file)
             self.oom_killed = after is not None and after > (self.oom_before or 0)
-        for fd in list(self._readers):  # what it wrote before it exited
+        self.shim.process_exited(self)  # exit.json first: a settled exit is always on disk
+        if self.stdin is not None:
+            self.stdin.abort()
+        for fd in list(self._readers):  # what it wrote before it exited (may settle it)
             for _ in range(DRAIN_READS):
                 if not self._read(fd):
                     break
-        self.shim.process_exited(self)
         if not self._readers:
             self._settle()
         else:
@@ -136,9 +157,17 @@ class Process:
             self._grace.cancel()
             self._grace = None
         info = self.exit_info()
-        for conn in self.waiters:
+        waiters, self.waiters = self.waiters, []  # a conn that is answered leaves the list
+        for conn in waiters:
             conn.reply(info)
-        self.waiters.clear()
+        if not self._readers:
+            self._release()
+
+    def _release(self) -> None:
+        """An exec that has exited and ended its output keeps no descriptor (execs pile up)."""
+        if self.exec_id is not None and self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def exit_info(self) -> dict:
         return {"exit_code": self.exit_code, "exited_at": self.exited_at, "oom_killed": self.oom_killed}

@@ -162,6 +162,11 @@ class Writer:
         if not self._buf:
             self._close_now()
 
+    def abort(self) -> None:
+        """Close now, dropping what waits (the process is gone)."""
+        self._buf.clear()
+        self._close_now()
+
     def _flush(self) -> None:
         while self._buf:
             try:

@@ -1,0 +1,306 @@
+"""``berth run`` / ``berth create`` flags, and the container config they make
+(``POST /containers/create``: Docker's Config with HostConfig and NetworkingConfig)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any
+
+from berth.cli.berth_common import Parser, UsageError, parser
+
+_BINARY = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def ram_bytes(text: str) -> int:
+    """Docker's RAMInBytes: ``512m`` -> 536870912 (binary units, b/k/m/g/t, optional 'b')."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", text.strip().lower())
+    if not m:
+        raise UsageError(f"invalid size: '{text}'")
+    return int(float(m.group(1)) * _BINARY[m.group(2) or "b"])
+
+
+def add_create_flags(p: Parser) -> None:
+    a = p.add_argument
+    a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    a("--name", default="", help="Assign a name to the container")
+    a("-e", "--env", action="append", default=[], help="Set environment variables")
+    a("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    a("-w", "--workdir", default=None, help="Working directory inside the container")
+    a("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])")
+    a("-v", "--volume", action="append", default=[], help="Bind mount a volume")
+    a("--mount", action="append", default=[], help="Attach a filesystem mount to the container")
+    a("--tmpfs", action="append", default=[], help="Mount a tmpfs directory")
+    a("-p", "--publish", action="append", default=[], help="Publish a container's port(s) to the host")
+    a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")
+    a("--expose", action="append", default=[], help="Expose a port or a range of ports")
+    a("--network", "--net", default="", help="Connect a container to a network")
+    a("--hostname", "-h", dest="hostname", default="", help="Container host name")
+    a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
+    a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
+    a("--restart", default="no", help="Restart policy to apply when a container exits")
+    a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
+    a("-m", "--memory", default="", help="Memory limit")
+    a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
+    a("--memory-reservation", default="", help="Memory soft limit")
+    a("--cpus", default="", help="Number of CPUs")
+    a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
+    a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
+    a("--cpu-quota", type=int, default=0)
+    a("--cpu-period", type=int, default=0)
+    a("--pids-limit", type=int, default=None, help="Tune container pids limit (set -1 for unlimited)")
+    a("--ulimit", action="append", default=[], help="Ulimit options")
+    a("--shm-size", default="", help="Size of /dev/shm")
+    a("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
+    a("--cap-add", action="append", default=[], help="Add Linux capabilities")
+    a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
+    a("--privileged", action="store_true", help="Give extended privileges to this container")
+    a("--security-opt", action="append", default=[], help="Security Options")
+    a("--device", action="append", default=[], help="Add a host device to the container")
+    a("--group-add", action="append", default=[], help="Add additional groups to join")
+    a("--ipc", default="", help="IPC mode to use")
+    a("--pid", default="", help="PID namespace to use")
+    a("--uts", default="", help="UTS namespace to use")
+    a("--sysctl", action="append", default=[], help="Sysctl options")
+    a("--runtime", default="", help="Runtime to use for this container")
+    a("-l", "--label", action="append", default=[], help="Set meta data on a container")
+    a("--stop-signal", default="", help="Signal to stop the container")
+    a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
+    a("--log-driver", default="", help="Logging driver for the container")
+    a("--log-opt", action="append", default=[], help="Log driver options")
+    a("--platform", default=os.environ.get("DOCKER_DEFAULT_PLATFORM", ""), help="Set platform if server is multi-platform capable")
+    a("--pull", default="missing", choices=["always", "missing", "never"], help="Pull image before creating")
+    a("-q", "--quiet", action="store_true", help="Suppress the pull output")
+    a("--help", action="help", help="Print usage")
+
+
+def run_parser() -> Parser:
+    p = parser("run", "[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image",
+               add_help=False)
+    add_create_flags(p)
+    p.add_argument("-d", "--detach", action="store_true", help="Run container in background and print container ID")
+    p.add_argument("-a", "--attach", action="append", default=[], help="Attach to STDIN, STDOUT or STDERR")
+    p.add_argument("--sig-proxy", default="true", help="Proxy received signals to the process")
+    p.add_argument("--detach-keys", default="", help="Override the key sequence for detaching a container")
+    return p
+
+
+def create_parser() -> Parser:
+    p = parser("create", "[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container", add_help=False)
+    add_create_flags(p)
+    return p
+
+
+def split_args(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], str, list[str]]:
+    """Options before the image, the image, and the command after it (options there are
+    the command's, as docker treats them)."""
+    takes_value = {s for action in p._actions for s in action.option_strings  # noqa: SLF001
+                   if action.nargs != 0}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            if "=" not in arg and arg in takes_value:
+                i += 1
+        else:  # -it, -e X, -eX, -p80:80
+            for j, ch in enumerate(arg[1:], 1):
+                if f"-{ch}" in takes_value:
+                    if j == len(arg) - 1:
+                        i += 1
+                    break
+        i += 1
+    options = argv[:i - 1] if i and argv[i - 1] == "--" else argv[:i]
+    if i >= len(argv):
+        p.parse_args(options)
+        raise UsageError(f"\"berth {getattr(p, 'command', 'run')}\" requires at least 1 argument.")
+    return options, argv[i], argv[i + 1:]
+
+
+def _env(args: argparse.Namespace) -> list[str]:
+    env: list[str] = []
+    for path in args.env_file:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise UsageError(f"open {path}: {e.strerror}") from None
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                env.append(_one_env(line))
+    env += [_one_env(e) for e in args.env]
+    return [e for e in env if e]
+
+
+def _one_env(item: str) -> str:
+    if "=" in item:
+        return item
+    value = os.environ.get(item)
+    return f"{item}={value}" if value is not None else ""
+
+
+def _ports(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    exposed: dict[str, dict] = {}
+    bindings: dict[str, list[dict]] = {}
+    for item in args.expose:
+        port, _, proto = item.partition("/")
+        exposed[f"{port}/{proto or 'tcp'}"] = {}
+    for item in args.publish:
+        spec, _, proto = item.rpartition("/") if "/" in item else (item, "", "")
+        parts = spec.split(":")
+        if len(parts) == 1:
+            host_ip, host_port, container = "", "", parts[0]
+        elif len(parts) == 2:
+            host_ip, host_port, container = "", parts[0], parts[1]
+        elif len(parts) == 3:
+            host_ip, host_port, container = parts
+        else:
+            raise UsageError(f"invalid publish spec: {item}")
+        if not container.isdigit():
+            raise UsageError(f"invalid containerPort: {container}")
+        key = f"{container}/{proto or 'tcp'}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
+    return exposed, bindings
+
+
+def _restart(text: str) -> dict[str, Any]:
+    name, _, count = text.partition(":")
+    if name not in ("no", "always", "on-failure", "unless-stopped", ""):
+        raise UsageError(f"invalid restart policy '{text}'")
+    if count and name != "on-failure":
+        raise UsageError(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    try:
+        return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+    except ValueError:
+        raise UsageError(f"invalid restart policy '{text}'") from None
+
+
+def _ulimits(items: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        name, eq, values = item.partition("=")
+        soft, _, hard = values.partition(":")
+        if not eq or not soft:
+            raise UsageError(f"invalid ulimit argument: {item}")
+        try:
+            out.append({"Name": name, "Soft": int(soft), "Hard": int(hard or soft)})
+        except ValueError:
+            raise UsageError(f"invalid ulimit argument: {item}") from None
+    return out
+
+
+def _devices(items: list[str]) -> list[dict[str, str]]:
+    out = []
+    for item in items:
+        parts = item.split(":")
+        host = parts[0]
+        inside = parts[1] if len(parts) > 1 and parts[1] else host
+        perms = parts[2] if len(parts) > 2 else "rwm"
+        out.append({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms})
+    return out
+
+
+def _mounts(items: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        fields = dict(part.partition("=")[::2] for part in item.split(","))
+        kind = fields.get("type", "volume")
+        target = fields.get("target") or fields.get("dst") or fields.get("destination")
+        if not target:
+            raise UsageError(f"invalid argument \"{item}\" for \"--mount\" flag: target is required")
+        mount: dict[str, Any] = {"Type": kind, "Target": target,
+                                 "Source": fields.get("source") or fields.get("src") or "",
+                                 "ReadOnly": fields.get("readonly", fields.get("ro", "false")) in ("", "true", "1")
+                                 if ("readonly" in fields or "ro" in fields) else False}
+        out.append(mount)
+    return out
+
+
+def build_config(args: argparse.Namespace, image: str, command: list[str]) -> dict[str, Any]:
+    """The body of POST /containers/create."""
+    exposed, bindings = _ports(args)
+    labels = {}
+    for item in args.label:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    binds, volumes = [], {}
+    for item in args.volume:
+        if ":" in item:
+            binds.append(item)
+        else:
+            volumes[item] = {}
+    tmpfs = {}
+    for item in args.tmpfs:
+        path, _, opts = item.partition(":")
+        tmpfs[path] = opts
+    host: dict[str, Any] = {
+        "Binds": binds or None, "Tmpfs": tmpfs or None, "PortBindings": bindings or None,
+        "PublishAllPorts": args.publish_all, "NetworkMode": args.network or "default",
+        "RestartPolicy": _restart(args.restart), "AutoRemove": args.rm,
+        "Init": True if args.init else None, "ReadonlyRootfs": args.read_only,
+        "CapAdd": args.cap_add or None, "CapDrop": args.cap_drop or None, "Privileged": args.privileged,
+        "SecurityOpt": args.security_opt or None, "ExtraHosts": args.add_host or None, "Dns": args.dns or None,
+        "Devices": _devices(args.device) or None, "GroupAdd": args.group_add or None,
+        "IpcMode": args.ipc, "PidMode": args.pid, "UTSMode": args.uts, "Ulimits": _ulimits(args.ulimit) or None,
+        "Sysctls": dict(s.partition("=")[::2] for s in args.sysctl) or None,
+        "Mounts": _mounts(args.mount) or None,
+        "LogConfig": {"Type": args.log_driver, "Config": dict(o.partition("=")[::2] for o in args.log_opt)},
+    }
+    if args.runtime:
+        host["Runtime"] = args.runtime
+    if args.memory:
+        host["Memory"] = ram_bytes(args.memory)
+    if args.memory_swap:
+        host["MemorySwap"] = -1 if args.memory_swap == "-1" else ram_bytes(args.memory_swap)
+    if args.memory_reservation:
+        host["MemoryReservation"] = ram_bytes(args.memory_reservation)
+    if args.cpus:
+        try:
+            host["NanoCpus"] = int(round(float(args.cpus) * 1e9))
+        except ValueError:
+            raise UsageError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag") from None
+    for key, value in (("CpuShares", args.cpu_shares), ("CpuQuota", args.cpu_quota), ("CpuPeriod", args.cpu_period)):
+        if value:
+            host[key] = value
+    if args.cpuset_cpus:
+        host["CpusetCpus"] = args.cpuset_cpus
+    if args.pids_limit is not None:
+        host["PidsLimit"] = args.pids_limit
+    if args.shm_size:
+        host["ShmSize"] = ram_bytes(args.shm_size)
+    attach = getattr(args, "attach", []) or []
+    detached = getattr(args, "detach", False)
+    interactive = args.interactive
+    config: dict[str, Any] = {
+        "Image": image, "Cmd": command or None, "Env": _env(args), "Labels": labels,
+        "Tty": args.tty, "OpenStdin": interactive, "StdinOnce": interactive and not detached,
+        "AttachStdin": interactive and not detached or "stdin" in [a.lower() for a in attach],
+        "AttachStdout": not detached and (not attach or "stdout" in [a.lower() for a in attach]),
+        "AttachStderr": not detached and (not attach or "stderr" in [a.lower() for a in attach]),
+        "ExposedPorts": exposed or None, "Volumes": volumes or None, "HostConfig": host,
+        "NetworkingConfig": {"EndpointsConfig": {args.network: {}}} if args.network and args.network not in
+        ("default", "bridge", "host", "none") else None,
+    }
+    if args.hostname:
+        config["Hostname"] = args.hostname
+    if args.workdir is not None:
+        config["WorkingDir"] = args.workdir
+    if args.user is not None:
+        config["User"] = args.user
+    if args.entrypoint is not None:
+        config["Entrypoint"] = [args.entrypoint] if args.entrypoint else [""]
+    if args.stop_signal:
+        config["StopSignal"] = args.stop_signal
+    if args.stop_timeout is not None:
+        config["StopTimeout"] = args.stop_timeout
+    return {k: v for k, v in config.items() if v is not None}
