@@ -36,7 +36,11 @@ def loads(text: str | bytes) -> object:
         raise ValueError(f"Expecting value: char {exc.value}") from None
     except SystemError:
         # _json raises json.decoder.JSONDecodeError only if json.decoder is already imported;
-        # otherwise a malformed document inside an object or array surfaces as SystemError
+        # otherwise a malformed document inside an object or array surfaces as SystemError.
+        # Bad input may be slow: let the full module say where it is wrong.
+        import json
+
+        json.loads(text)
         raise ValueError("invalid JSON") from None
     if text[end:].strip(_WS):
         raise ValueError(f"Extra data: char {end}")
