@@ -104,6 +104,14 @@ LAUNCHER
 }
 write_launcher berth-runtime berth.cli.runtime
 write_launcher berth-shim berth.shim.main
+write_launcher berth berth.cli.berth  # the CLI starts on every `berth run` too; it needs only the stdlib
 "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null || die "compileall of $repo/src failed"
+
+# The default image: busybox:latest in the default data root, made offline from
+# busybox-static (berth.daemon.default_image); a lookup and nothing more when present.
+data_root=${BERTH_DATA_ROOT:-/var/lib/berth}
+made=$("$venv/bin/python" -m berth.daemon.default_image --data-root "$data_root") \
+    || die "could not create the default image busybox:latest in $data_root (output above)"
+say "$made"
 
 say "ok ($venv)"

@@ -35,6 +35,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import cleanup
 from tests.support.bundle import rootfs_template
 
@@ -245,3 +247,46 @@ class Berthd:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=False)
         cleanup.remove_cgroup_parent(self.cgroup_parent)
         cleanup.unmount_under([str(self.base)])
+
+
+# --- fixtures (import them into a test module: ``from tests.support.daemon import berthd``) ---
+
+
+def _skip_without_docker() -> None:
+    import shutil
+
+    if not (os.path.exists(DOCKER) or shutil.which(DOCKER)):
+        pytest.skip("the docker CLI is not installed (scripts/setup.sh --with-peers)")
+
+
+@pytest.fixture(scope="module")
+def berthd(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One berthd for a test module, with the busybox image; everything it made is removed after."""
+    _skip_without_docker()
+    daemon = Berthd(tmp_path_factory.mktemp("berthd"))
+    try:
+        daemon.start()
+        daemon.ensure_image()
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def berthd_factory(tmp_path: Path):  # noqa: ANN201
+    """Fresh daemons for one test (``make()`` -> a started Berthd with the image)."""
+    _skip_without_docker()
+    made: list[Berthd] = []
+
+    def make() -> Berthd:
+        daemon = Berthd(tmp_path / f"berthd{len(made)}")
+        made.append(daemon)
+        daemon.start()
+        daemon.ensure_image()
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in made:
+            daemon.cleanup()

@@ -246,6 +246,17 @@ def test_overlay_implicit_parents_take_the_lower_layers_attributes(tmp_path: Pat
     assert (staged / "srv").stat().st_uid == 7
 
 
+def test_a_directory_listed_after_its_children_keeps_its_own_attributes(tmp_path: Path) -> None:
+    lower, staged = tmp_path / "lower", tmp_path / "staged"
+    lower.mkdir()
+    staged.mkdir()
+    apply(make_tar([d("srv/", mode=0o755)]), lower)
+    applied = apply(make_tar([entry("srv/new", data=b"n"), d("srv/", mode=0o711)]), staged)
+    assert applied.implicit_dirs == ()                   # made for srv/new, then listed itself
+    inherit_from_lowers(str(staged), [str(lower)], applied)
+    assert stat.S_IMODE((staged / "srv").stat().st_mode) == 0o711
+
+
 def test_aufs_metadata_is_skipped(sandbox: tuple[Path, Path]) -> None:
     target, _ = sandbox
     apply(make_tar([d(".wh..wh.plnk/"), entry(".wh..wh.plnk/123.4", data=b"x"), entry("ok", data=b"o")]), target, plain=True)

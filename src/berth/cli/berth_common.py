@@ -30,6 +30,9 @@ class Parser(argparse.ArgumentParser):
         self.command = command
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            flags = message.split(": ", 1)[1].split()
+            message = f"unknown flag: {flags[0]}" if flags[0].startswith("-") else f"unexpected argument: {flags[0]}"
         raise UsageError(f"{message}\nSee 'berth {self.command} --help'.")
 
 

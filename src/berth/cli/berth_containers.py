@@ -58,7 +58,7 @@ def ps_row(c: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
         image = short(image)
     return {
         "ID": c["Id"] if no_trunc else short(c["Id"]),
-        "Image": image, "Command": json.dumps(command) if command else '""',
+        "Image": image, "Command": json.dumps(command, ensure_ascii=False) if command else '""',
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.get("Created") or 0)),
         "RunningFor": ago(c.get("Created") or 0), "Ports": _ports(c.get("Ports") or []),
         "State": c.get("State", ""), "Status": c.get("Status", ""),
@@ -325,7 +325,7 @@ def top(api: Client, argv: list[str]) -> int:
     args = p.parse_args(argv)
     result = api.get(f"/containers/{args.container}/top", ps_args=" ".join(args.ps_args) or None) or {}
     rows = [list(result.get("Titles") or [])] + [[str(c) for c in row] for row in result.get("Processes") or []]
-    sys.stdout.write(table(rows, min_width=0, padding=4))
+    sys.stdout.write(table(rows, min_width=20, padding=3))
     return 0
 
 

@@ -92,7 +92,7 @@ def _start_error(e: APIError) -> ExitCode:
     """docker run's codes for a container that could not start: 126, 127, else 125."""
     text = e.message.lower()
     sys.stderr.write(f"Error response from daemon: {e.message}\n")
-    if "executable file not found" in text or "no such file or directory" in text or "not found" in text:
+    if "executable file not found" in text or "no such file or directory" in text:
         return ExitCode(127)
     if "permission denied" in text:
         return ExitCode(126)
@@ -142,6 +142,11 @@ def run(api: Client, argv: list[str]) -> int:
         try:
             api.post(f"/containers/{cid}/start")
         except APIError as e:
+            if args.rm:  # dockerd removes an AutoRemove container that failed to start; make sure
+                try:
+                    api.delete(f"/containers/{cid}", force=True)
+                except APIError:
+                    pass
             raise _start_error(e) from None
         sig_proxy = args.sig_proxy.lower() not in ("false", "0") and not args.tty
         with raw_terminal(sys.stdin.fileno(), interactive_tty), \

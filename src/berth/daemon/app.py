@@ -42,14 +42,14 @@ class Daemon:
 
     async def serve(self) -> None:
         path = self.config.socket_path
+        for name, service in self.services.items():  # before serving: restored state is what clients see
+            start = getattr(service, "start", None)
+            if start is not None:
+                await start()
         if os.path.exists(path):
             os.unlink(path)
         self.server = await asyncio.start_unix_server(self._connection, path=path, limit=1 << 20)
         os.chmod(path, self.config.socket_mode)
-        for name, service in self.services.items():
-            start = getattr(service, "start", None)
-            if start is not None:
-                await start()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(self.router.dispatch, reader, writer, self.server_headers, self._log_error)

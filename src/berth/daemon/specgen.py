@@ -723,8 +723,7 @@ def generate(inp: SpecInput) -> dict:
     resources["devices"] = [{"allow": True, "access": "rwm"}] if privileged else [{"allow": False, "access": "rwm"}]
     linux: dict = {
         "namespaces": namespaces,
-        "cgroupsPath": f"{inp.cgroup_parent.rstrip('/')}/{inp.container_id}" if hc.get("CgroupParent") is None
-        else f"{hc['CgroupParent'].rstrip('/')}/{inp.container_id}",
+        "cgroupsPath": f"{(hc.get('CgroupParent') or inp.cgroup_parent).rstrip('/')}/{inp.container_id}",
         "resources": resources,
     }
     if not privileged:

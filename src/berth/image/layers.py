@@ -344,6 +344,8 @@ class _Applier:
         if path in self.whiteouts:  # a whiteout then a directory: hides the lower one
             self._set_opaque(fd, path)
         self.deferred[path] = (info.mode & 0o7777, *_times(info))
+        if path in self.implicit:  # made earlier for a child, listed now: its own attributes win
+            self.implicit.remove(path)
 
     def _fill_file(self, fd: int, info: tarfile.TarInfo, src: IO[bytes]) -> None:
         """Copy the entry's data into new file ``fd``, then its metadata; closes ``fd``."""

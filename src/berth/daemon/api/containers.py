@@ -216,10 +216,8 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
                 return
             try:
                 shim_reader, shim_writer = await pending
-            except BerthError as exc:
-                if not tty:
-                    writer.write(frame(2, f"{exc}\n".encode()))
-                return
+            except BerthError:
+                return  # the start failed: the client hears it from the start request
             except asyncio.CancelledError:
                 service.forget_attach(ref, pending)
                 raise

@@ -9,7 +9,8 @@
     stats(ref, stream) -> async iter of dicts  logs(ref, ...) -> (tty, async iter)
     attach(ref, ...) / exec_create / exec_start / exec_inspect / exec_resize (see api/)
     inspect(ref, size) -> dict   summaries(all_, size, filters, limit) -> [dict]
-    counts() -> dict             image_in_use(image_id) -> bool      get(ref) -> (id, record)
+    counts() -> dict      users_of_image(image_id) -> [ids] (the images service's in-use checker)
+    get(ref) -> (id, record)
     start() / stop()             the daemon's hooks: restore after a restart / stop watching
 
 On disk (DESIGN.md)::
@@ -91,87 +92,33 @@ def build(daemon) -> ContainersService:  # noqa: ANN001 - berth.daemon.app.Daemo
     return ContainersService(daemon)
 
 
-# --- images: what the images service offers, or a stand-in over the same stores ------------
+# --- images: through the images service ----------------------------------------------------
 
 
 class _Images:
-    """What containers need of images: ``resolve(name)`` (id, config, snapshot parent,
-    size) and the snapshotter. Uses ``daemon.services["images"]`` when it offers them,
-    else opens the image stores of the data root itself (a stand-in until it does)."""
+    """What containers need of the images service (``daemon.services["images"]``):
+    ``resolve(name)`` -> {"id", "config", "chain_id", "size"}, and the snapshotter."""
 
     def __init__(self, daemon) -> None:  # noqa: ANN001
         self.daemon = daemon
-        self._stores = None
 
     @property
     def service(self) -> Any:
-        return self.daemon.services.get("images")
-
-    def _own_stores(self) -> Any:
-        if self._stores is None:
-            from berth.image.store import Stores
-
-            self._stores = Stores(self.daemon.config.data_root)
-        return self._stores
+        svc = self.daemon.services.get("images")
+        if svc is None:
+            raise errors.Unavailable("the images service is not available")
+        return svc
 
     @property
     def snapshotter(self) -> Any:
-        svc = self.service
-        for holder in (svc, getattr(svc, "stores", None)):
-            snap = getattr(holder, "snapshotter", None)
-            if snap is not None:
-                return snap
-        return self._own_stores().snapshotter
+        return self.service.snapshotter
 
     def resolve(self, name: str) -> dict:
-        """{"id", "config" (the image config's ``config``), "chain_id", "size"}; NotFound
-        with Docker's "No such image: NAME"."""
+        """NotFound with Docker's "No such image: NAME"."""
         svc = self.service
-        try:
-            if svc is not None and hasattr(svc, "resolve"):
-                rec = svc.resolve(name)
-                return self._fields(rec, svc)
-            store = self._own_stores().images
-            rec = store.get(name)
-            return self._fields(rec, store)
-        except NotFound:
-            raise NotFound(f"No such image: {name}") from None
-        except InvalidArgument as exc:
-            if "ambiguous" in str(exc):
-                raise
-            raise NotFound(f"No such image: {name}") from None
-
-    def _fields(self, rec: Any, source: Any) -> dict:
-        if isinstance(rec, dict):
-            get = rec.get
-            image_id = get("Id") or get("id")
-            doc = get("image_config") or get("ImageConfig")
-            config = get("Config") or get("config") or (doc or {}).get("config") or {}
-            chain = get("ChainID") or get("chain_id") or get("SnapshotParent")
-            size = get("Size") or get("size") or 0
-        else:
-            image_id = rec.id
-            chain = getattr(rec, "chain_id", None)
-            size = getattr(rec, "size", 0)
-            doc = None
-            for holder in (source, getattr(source, "images", None), getattr(source, "store", None),
-                           getattr(getattr(source, "stores", None), "images", None)):
-                fn = getattr(holder, "config", None)
-                if callable(fn):
-                    try:
-                        doc = fn(rec)
-                        break
-                    except TypeError:
-                        continue
-            if doc is None:
-                doc = self._own_stores().images.config(rec)
-            config = (doc or {}).get("config") or {}
-        return {"id": image_id, "config": config or {}, "chain_id": chain, "size": size or 0}
-
-    def close(self) -> None:
-        if self._stores is not None:
-            self._stores.close()
-            self._stores = None
+        image = svc.resolve(name)
+        return {"id": image.id, "config": dict(image.config or {}), "chain_id": svc.snapshot_parent(image),
+                "size": int(getattr(image.record, "size", 0) or 0)}
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -197,6 +144,9 @@ class ContainersService:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="containers")
         self._closing = False
         self._removing: set[str] = set()
+        images = daemon.services.get("images")
+        if images is not None and hasattr(images, "set_in_use_checker"):
+            images.set_in_use_checker(self.users_of_image)
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -252,9 +202,12 @@ class ContainersService:
     def _event(self, rec: dict, action: str, **extra: Any) -> None:
         self.events.publish("container", action, rec["Id"], self._attrs(rec, **extra))
 
+    def users_of_image(self, image_id: str) -> list[str]:
+        """For the images service (its in-use checker): the containers made from an image."""
+        return [cid for cid, rec in self._records.items() if rec.get("Image") == image_id]
+
     def image_in_use(self, image_id: str) -> bool:
-        """For the images service: is an image (config digest) used by any container?"""
-        return any(rec.get("Image") == image_id for rec in self._records.values())
+        return bool(self.users_of_image(image_id))
 
     def counts(self) -> dict[str, int]:
         counts = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
@@ -400,7 +353,6 @@ class ContainersService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.images.close()
 
     async def start_container(self, ref: str) -> None:
         cid, _rec = self.get(ref)
@@ -512,40 +464,50 @@ class ContainersService:
                 log_path=self.log_path(cid), log_max_size=size, log_max_file=files, tty=tty,
                 stdin=bool(rec["Config"].get("OpenStdin")), shim_binary=self.config.shim_path, timeout=60.0)
         except errors.BerthError as exc:
-            self._unmount_rootfs(cid)
-            message = str(exc)
-            rec["State"]["Error"] = message
-            if rec["State"]["Status"] == "restarting":
-                rec["State"].update(Status="exited", Restarting=False)
-            self._save(rec)
-            if isinstance(exc, (InvalidArgument, NotFound)):
-                raise
-            raise InvalidArgument(f"failed to create task for container: {message}") from None
+            self._start_failed(cid, rec, str(exc))
+            if isinstance(exc, InvalidArgument) and not isinstance(exc, errors.FailedPrecondition):
+                raise  # a bad user or group, an --init without tini: the spec, not the runtime
+            raise InvalidArgument(f"failed to create task for container: OCI runtime create failed: {exc}") from None
         except OSError as exc:
-            self._unmount_rootfs(cid)
-            rec["State"]["Error"] = str(exc)
-            self._save(rec)
+            self._start_failed(cid, rec, str(exc))
             raise ServerError(f"failed to start container {cid}: {exc}") from None
         init_pid = int(client.ready.get("init_pid") or 0)
         await self._connect_pending_attaches(cid, rec, state_dir)
+        started_at = rfc3339nano()
         try:
             await shimio.call(state_dir, "start")
         except errors.BerthError as exc:
             with contextlib.suppress(errors.BerthError):
                 await shimio.call(state_dir, "delete", force=True)
-            self._unmount_rootfs(cid)
-            rec["State"]["Error"] = str(exc)
-            self._save(rec)
+            self._start_failed(cid, rec, str(exc))
             raise InvalidArgument(f"failed to start container {cid}: {exc}") from None
         generation = int(rec.get("Generation", 0)) + 1
         rec["Generation"] = generation
         st = rec["State"]
         st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
-                  Pid=init_pid, ExitCode=0, Error="", StartedAt=rfc3339nano())
+                  Pid=init_pid, ExitCode=0, Error="", StartedAt=started_at)
         rec["HasBeenStartedBefore"] = True
         self._save(rec)
         self._event(rec, "start")
         self._watch(cid, generation)
+
+    def _start_failed(self, cid: str, rec: dict, message: str) -> None:
+        """As dockerd: the exit code says why (127 not found, 126 not executable, 128
+        otherwise), attached clients are let go, and an --rm container is removed."""
+        self._unmount_rootfs(cid)
+        lower = message.lower()
+        code = 127 if ("not found" in lower or "no such file" in lower) else 126 if "permission denied" in lower \
+            else 128
+        st = rec["State"]
+        st.update(Error=message, ExitCode=code)
+        if st["Status"] == "restarting":
+            st.update(Status="exited", Restarting=False)
+        self._save(rec)
+        for _opts, future in self._pending_attach.pop(cid, []):
+            if not future.done():
+                future.set_exception(errors.FailedPrecondition(message))
+        if rec["HostConfig"].get("AutoRemove"):
+            self._spawn(self._auto_remove(cid))
 
     async def _connect_pending_attaches(self, cid: str, rec: dict, state_dir: str) -> None:
         pending = self._pending_attach.pop(cid, [])
@@ -749,7 +711,7 @@ class ContainersService:
                     self._watch(cid, generation)
                     continue
                 if state is not None:
-                    self._spawn(self._on_exit(cid, generation, state))
+                    await self._on_exit(cid, generation, state)
                     continue
             info = ShimClient(state_dir).exit_status()
             error = ""
@@ -757,7 +719,7 @@ class ContainersService:
                 error = f"berth-shim of container {cid[:12]} is gone (found no exit status after a daemon restart)"
                 await self._runtime_force_delete(cid)
                 info = {"exit_code": LOST_EXIT_CODE, "exited_at": rfc3339nano(), "oom_killed": False}
-            self._spawn(self._on_exit(cid, generation, info, error))
+            await self._on_exit(cid, generation, info, error)
         for state_dir in alive:
             cid = os.path.basename(state_dir)
             if cid not in self._records:  # a shim whose container was removed: nothing may keep running

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import fnmatch
 import io
 import json
 import os
@@ -86,6 +85,10 @@ class Image:
     def platform(self) -> str:
         return self.record.platform
 
+    @property
+    def size(self) -> int:
+        return self.record.size
+
     def repo_tags(self) -> list[str]:
         return self.record.repo_tags()
 
@@ -102,9 +105,9 @@ class ImagesService:
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
-        self.config = daemon.config
-        self.stores = Stores(self.config.data_root)  # metadata.db, content/, snapshots/overlay/
-        self._in_use: InUseChecker = lambda image_id: ()
+        self.daemon_config = daemon.config
+        self.stores = Stores(self.daemon_config.data_root)  # metadata.db, content/, snapshots/overlay/
+        self._in_use: InUseChecker | None = None
         self._gc_lock = threading.Lock()
 
     # --- the containers service's surface ----------------------------------------------
@@ -144,15 +147,28 @@ class ImagesService:
             raise FailedPrecondition(f"the layers of image {record.short_id} are not unpacked: pull it again")
         return chain
 
+    def config(self, image: Image | ImageRecord | str) -> dict[str, Any]:
+        """The image config document (os, architecture, config, rootfs, history)."""
+        if isinstance(image, Image):
+            return image.document
+        return self.stores.images.config(image if isinstance(image, ImageRecord) else self.resolve(image).record)
+
     def users_of(self, image_id: str) -> builtins.list[str]:
-        """The containers using ``image_id``, as the in-use checker reports them."""
-        found = self._in_use(image_id)
+        """The containers using ``image_id``, as the in-use checker reports them (without
+        one, the containers service's ``image_in_use(image_id)`` if it has one)."""
+        checker = self._in_use
+        if checker is None:
+            containers = self.daemon.services.get("containers")
+            checker = getattr(containers, "containers_using_image", None) or getattr(containers, "image_in_use", None)
+        if checker is None:
+            return []
+        found = checker(image_id)
         if not found:
             return []
         if isinstance(found, str):
             return [found]
         if found is True:
-            return ["a container"]
+            return [""]  # in use, by a container it does not name
         return [str(x) for x in found]
 
     async def stop(self) -> None:
@@ -232,13 +248,13 @@ class ImagesService:
         if deletes and not force:
             users = self.users_of(image.id)
             if users:
-                user = users[0][:12]
+                who = f"container {users[0][:12]}" if users[0] else "a container"
                 if by_name:
                     raise FailedPrecondition(
-                        f'conflict: unable to remove repository reference "{name}" (must force) - container '
-                        f"{user} is using its referenced image {image.short_id}")
+                        f'conflict: unable to remove repository reference "{name}" (must force) - {who} is using '
+                        f"its referenced image {image.short_id}")
                 raise FailedPrecondition(f"conflict: unable to delete {image.short_id} (must be forced) - image is "
-                                         f"being used by stopped container {user}")
+                                         f"being used by {'stopped ' if users[0] else ''}{who}")
         try:
             report = await asyncio.to_thread(self.stores.images.remove, name, force, lambda _id: False)
         except FailedPrecondition as e:
@@ -326,13 +342,13 @@ class ImagesService:
             before = self.stores.images.get(str(reference)).manifest_digest
         except (NotFound, InvalidArgument):
             before = None
-        progress = _PullProgress(reference.digest or reference.tag or "latest", reference.familiar_name())
+        progress = _PullProgress(reference.digest or reference.tag or "latest", reference.path)
         provider = self.auth_provider(auth, reference.domain)
 
         def work(report: Callable[[dict], None]) -> ImageRecord:
             progress.report = report
             return pull(str(reference), store_root=self.stores, platform=platform or None, auth=provider,
-                        insecure=self.config.insecure_registries, progress=progress)
+                        insecure=self.daemon_config.insecure_registries, progress=progress)
 
         stream = _threaded(work)
         try:
@@ -382,7 +398,7 @@ class ImagesService:
             def work(report: Callable[[dict], None], target: str = target) -> str:
                 progress.report = report
                 return push(target, target, store_root=self.stores, auth=provider,
-                            insecure=self.config.insecure_registries, progress=progress)
+                            insecure=self.daemon_config.insecure_registries, progress=progress)
 
             stream = _threaded(work)
             async for message in stream:
@@ -405,7 +421,7 @@ class ImagesService:
             raise InvalidArgument("a username and a password are needed")
 
         def check() -> None:
-            client = RegistryClient(domain, insecure=self.config.insecure_registries,
+            client = RegistryClient(domain, insecure=self.daemon_config.insecure_registries,
                                     auth=self.auth_provider(auth, domain))
             try:
                 client.ping()
@@ -836,6 +852,34 @@ def _repository(name: str) -> str:
     return f"{head}/{last}" if head else last
 
 
+def _path_match(pattern: str, name: str) -> bool:
+    """Go's path.Match, as Docker's reference filter uses it: ``*`` stops at ``/``."""
+    import re
+
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                return False
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("^") else body) + "]")
+            i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.fullmatch("".join(out), name) is not None
+
+
 def _label_matches(labels: dict[str, str], item: str) -> bool:
     key, eq, value = item.partition("=")
     return key in labels and (not eq or labels[key] == value)
@@ -853,10 +897,14 @@ def _matches(summary: dict[str, Any], record: ImageRecord, filters: dict[str, bu
         elif key == "label":
             if not all(_label_matches(summary["Labels"], w) for w in wanted):
                 return False
-        elif key == "reference":
-            names = summary["RepoTags"] + summary["RepoDigests"]
-            if not any(fnmatch.fnmatchcase(candidate, pattern) for pattern in wanted for name in names
-                       for candidate in (name, _repository(name))):
+        elif key == "reference":  # as dockerd: only the names that match stay in the summary
+            def keep(name: str) -> bool:
+                return any(_path_match(pattern, candidate) for pattern in wanted
+                           for candidate in (name, _repository(name)))
+
+            summary["RepoTags"] = [n for n in summary["RepoTags"] if keep(n)]
+            summary["RepoDigests"] = [n for n in summary["RepoDigests"] if keep(n)]
+            if not summary["RepoTags"] and not summary["RepoDigests"]:
                 return False
         elif key in ("before", "since"):
             try:
