@@ -48,7 +48,7 @@ sys.path[:0] = [os.path.join(REPO, "src")]
 from berth.image.compression import open_decompressed  # noqa: E402
 from berth.image.layers import apply_layer_plain  # noqa: E402
 from berth.snapshots.overlay import OverlaySnapshotter  # noqa: E402
-from berth.snapshots.unpack import unpack_layers  # noqa: E402
+from berth.image.unpack import unpack_layers  # noqa: E402
 
 TAG = "bench"
 WORDS = (b"alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "

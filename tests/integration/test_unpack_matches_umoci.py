@@ -31,7 +31,7 @@ import pytest
 from berth.image.compression import open_decompressed
 from berth.image.layers import apply_layer_plain
 from berth.snapshots import OverlaySnapshotter, mounted
-from berth.snapshots.unpack import unpack_layers
+from berth.image.unpack import unpack_layers
 from tests.support.layertar import d, entry, make_tar
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""berth.snapshots.unpack: layers into committed snapshots named by chain ID.
+"""berth.image.unpack: layers into committed snapshots named by chain ID.
 
 Layers with whiteouts need root (overlay's opaque xattr); the rest runs anywhere.
 """
@@ -19,7 +19,7 @@ import zstandard
 
 from berth.errors import InvalidArgument
 from berth.snapshots import Kind, Mount, OverlaySnapshotter, chain_id, chain_ids, mounted
-from berth.snapshots.unpack import _apply, unpack_layers
+from berth.image.unpack import _apply, unpack_layers
 from tests.support.layertar import d, entry, make_tar, sym
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay whiteouts)")

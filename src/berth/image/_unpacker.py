@@ -59,7 +59,7 @@ from berth.image.manifests import Descriptor
 from berth.image.store import STAGING_PREFIX, Stores
 from berth.snapshots.base import Kind
 from berth.snapshots.chain import chain_ids
-from berth.snapshots.unpack import DIFF_ID_LABEL
+from berth.image.unpack import DIFF_ID_LABEL
 
 Progress = Callable[[str, str, int, int], None]
 

@@ -6,8 +6,8 @@
     OverlaySnapshotter   the overlayfs implementation
     chain_id, chain_ids  the OCI chain IDs under which layers are committed
 
-Unpacking image layers into snapshots lives in ``berth.snapshots.unpack`` (it uses the
-layer applier of ``berth.image``, so it is not imported here).
+Unpacking image layers into snapshots is ``berth.image.unpack``: it needs the layer
+applier, and imports only point down (layer 1 may not import layer 2).
 
 Errors (``berth.errors``): NotFound, AlreadyExists, FailedPrecondition, InvalidArgument.
 """

@@ -21,8 +21,8 @@ snapshot, given the attributes of directories it did not list from its lowers, a
 committed. Unpacking is mostly kernel time (inode creation), which threads overlap.
 ``on_progress(diff_id, bytes)`` may then be called from several threads.
 
-This module sits above ``berth.image.layers`` (the tar applier) and so is not part of
-``berth.snapshots``' own surface: import it by its full name.
+It joins ``berth.image.layers`` (the tar applier) to ``berth.snapshots``, which is why it
+lives in ``berth.image`` (layer 2) and not in ``berth.snapshots`` (layer 1).
 """
 
 from __future__ import annotations
