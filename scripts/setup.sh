@@ -29,7 +29,7 @@ cd "$repo"
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expects Debian 12"
 
 # --- Debian packages -------------------------------------------------------
-packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time)
+packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time tini)  # tini: --init (tini-static)
 if [ "$with_peers" -eq 1 ]; then
     packages+=(docker.io containerd docker-registry skopeo umoci openssl)
 fi

@@ -832,3 +832,28 @@ def test_ctr_detached_exec_kill_rm(containerd: Containerd) -> None:
         containerd.ctr("tasks", "kill", "--signal", "SIGKILL", cid)
         containerd.ctr("tasks", "rm", "--force", cid)
         containerd.ctr("containers", "rm", cid)
+
+
+@pytest.mark.parametrize("fmt", ["docker", "oci"])
+def test_docker_load_accepts_berth_save(dockerd: Dockerd, tmp_path: Path, fmt: str) -> None:
+    """An image that Berth imported and saved is taken by ``docker load`` with the same ID,
+    and runs under docker with berth-runtime."""
+    from berth.image.archive import import_rootfs, save
+    from berth.image.store import Stores
+
+    name = f"berthsaved/{fmt}:v1"
+    stores = Stores(str(tmp_path / "berth-root"))
+    try:
+        record = import_rootfs(io.BytesIO(busybox_layer()), name, ["CMD [\"sh\"]"], store_root=stores)
+        archive = tmp_path / "saved.tar"
+        with open(archive, "wb") as out:
+            save([name], out, format=fmt, store_root=stores)
+    finally:
+        stores.close()
+    res = dockerd.docker("load", "-i", str(archive))
+    assert res.returncode == 0, dockerd.explain(res)
+    res = dockerd.docker("image", "inspect", "--format", "{{.Id}}", name)
+    assert (res.returncode, res.stdout.strip()) == (0, record.id), dockerd.explain(res)
+    res = dockerd.run("--rm", "--network", "none", name, "echo", "saved by berth")
+    assert (res.returncode, res.stdout) == (0, "saved by berth\n"), dockerd.explain(res)
+    dockerd.docker("rmi", name)
