@@ -127,7 +127,6 @@ class LogReader:
         ``done()`` says the container stopped and everything it wrote has been read."""
         files = log_files(self.path)
         current = None
-        position = 0
         inode = None
         if self.tail == 0 and not follow:
             return

@@ -141,7 +141,7 @@ def check_host_config(hc: dict) -> dict:
     if retries < 0:
         raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
     if retries and name != "on-failure":
-        raise InvalidArgument(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if hc.get("AutoRemove") and name not in ("", "no"):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
     hc["RestartPolicy"] = {"Name": name or "no", "MaximumRetryCount": retries}

@@ -63,8 +63,9 @@ from typing import Any
 from berth import errors
 from berth._sys.files import atomic_write
 from berth.daemon import shimio, specgen
+from berth.daemon.services import _containers_util as util
 from berth.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from berth.shim.protocol import EXIT_FILE, rfc3339nano
+from berth.shim.protocol import rfc3339nano
 
 KIND = "container"
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -241,10 +242,10 @@ class ContainersService:
     def _new_name(self) -> str:
         taken = {rec["Name"] for rec in self._records.values()}
         for _ in range(100):
-            name = f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}"
+            name = f"{secrets.choice(util.LEFT)}_{secrets.choice(util.RIGHT)}"
             if "/" + name not in taken:
                 return name
-        return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}{secrets.randbelow(100)}"
+        return f"{secrets.choice(util.LEFT)}_{secrets.choice(util.RIGHT)}{secrets.randbelow(100)}"
 
     async def create(self, body: dict, name: str = "") -> tuple[str, list[str]]:
         if not isinstance(body, dict):
@@ -281,7 +282,7 @@ class ContainersService:
         cdir = self.dir(cid)
         rec = {
             "Id": cid, "Created": now, "Path": command[0], "Args": command[1:],
-            "State": _state("created"), "Image": image["id"],
+            "State": util.state("created"), "Image": image["id"],
             "ResolvConfPath": os.path.join(cdir, "resolv.conf"), "HostnamePath": os.path.join(cdir, "hostname"),
             "HostsPath": os.path.join(cdir, "hosts"), "LogPath": self.log_path(cid), "Name": "/" + name,
             "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
@@ -366,7 +367,7 @@ class ContainersService:
             if st["Running"]:
                 raise NotModified("container already started")
             if st["Status"] == "removing":
-                raise Conflict(f"container is marked for removal and cannot be started")
+                raise Conflict("container is marked for removal and cannot be started")
             task = self._restart_tasks.pop(cid, None)
             if task is not None:
                 task.cancel()
@@ -422,7 +423,7 @@ class ContainersService:
                 hosts += f"{ip}\t{host}\n".encode()
         atomic_write(rec["HostsPath"], hosts, 0o644)
         files["/etc/hosts"] = rec["HostsPath"]
-        atomic_write(rec["ResolvConfPath"], _resolv_conf(hc, network).encode(), 0o644)
+        atomic_write(rec["ResolvConfPath"], util.resolv_conf(hc, network).encode(), 0o644)
         files["/etc/resolv.conf"] = rec["ResolvConfPath"]
         return files
 
@@ -431,7 +432,7 @@ class ContainersService:
                    "options": ["rbind", "rw", "rprivate"]} for v in rec.get("Volumes") or []]
         for v in rec.get("Volumes") or []:
             if v.get("Fresh"):  # Docker copies the image's content into a new volume
-                _copy_image_dir(rootfs, v["Destination"], v["Source"])
+                util.copy_image_dir(rootfs, v["Destination"], v["Source"])
                 v["Fresh"] = False
         return specgen.generate(specgen.SpecInput(
             container_id=cid, config=rec["Config"], host_config=rec["HostConfig"], rootfs=rootfs,
@@ -575,10 +576,10 @@ class ContainersService:
         except asyncio.CancelledError:
             raise
         except errors.BerthError as exc:
-            info = _read_exit(state_dir)
+            info = util.read_exit(state_dir)
             if info is None:
                 await asyncio.sleep(0.05)
-                info = _read_exit(state_dir)
+                info = util.read_exit(state_dir)
             if info is None:
                 error = f"berth-shim of container {cid[:12]} is gone ({exc})"
                 await self._runtime_force_delete(cid)
@@ -636,7 +637,7 @@ class ContainersService:
         return False
 
     def _schedule_restart(self, cid: str, rec: dict) -> None:
-        started = _parse_time(rec["State"].get("StartedAt"))
+        started = util.parse_time(rec["State"].get("StartedAt"))
         ran = time.time() - started if started else 0.0
         delay = self._backoff.get(cid, 0.0)
         if ran >= RESTART_RESET_AFTER:
@@ -753,7 +754,7 @@ class ContainersService:
             rec["ManuallyStopped"] = True
             self._save(rec)
             config = rec["Config"]
-            number = _signal_number(signal or config.get("StopSignal") or "SIGTERM")
+            number = util.signal_number(signal or config.get("StopSignal") or "SIGTERM")
             if timeout is None:
                 timeout = config.get("StopTimeout")
             if timeout is None:
@@ -786,7 +787,7 @@ class ContainersService:
 
     async def kill(self, ref: str, signal: str = "") -> None:
         cid, rec = self.get(ref)
-        number = _signal_number(signal or "SIGKILL")
+        number = util.signal_number(signal or "SIGKILL")
         async with self._lock(cid):
             if not rec["State"]["Running"]:
                 if self._cancel_restart(cid, rec):
@@ -794,7 +795,7 @@ class ContainersService:
                     self._save(rec)
                     return
                 raise Conflict(f"Cannot kill container: {ref}: Container {cid} is not running")
-            if number in (9, 15) or number == _signal_number(rec["Config"].get("StopSignal") or "SIGTERM"):
+            if number in (9, 15) or number == util.signal_number(rec["Config"].get("StopSignal") or "SIGTERM"):
                 rec["ManuallyStopped"] = True
                 self._save(rec)
             paused = rec["State"]["Paused"]
@@ -997,11 +998,11 @@ class ContainersService:
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise ServerError(f"ps: {err.decode(errors='replace').strip() or 'exit status ' + str(proc.returncode)}")
-        return _parse_ps(out.decode(errors="replace"), [int(p) for p in pids])
+        return util.parse_ps(out.decode(errors="replace"), [int(p) for p in pids])
 
     async def stats(self, ref: str, stream: bool = True, one_shot: bool = False) -> AsyncIterator[dict]:
         cid, rec = self.get(ref)
-        previous = _empty_cpu()
+        previous = util.empty_cpu()
         prev_read = ZERO_TIME
         if not stream and not one_shot:
             first = await self._sample(cid, rec)
@@ -1011,7 +1012,7 @@ class ContainersService:
         while True:
             sample = await self._sample(cid, rec)
             if sample is None:
-                sample = _empty_stats(cid, rec)
+                sample = util.empty_stats(cid, rec)
             sample["precpu_stats"] = previous
             sample["preread"] = prev_read
             yield sample
@@ -1029,7 +1030,7 @@ class ContainersService:
             data = (await shimio.call(self.shim_dir(cid), "stats", timeout=10)).get("stats") or {}
         except errors.BerthError:
             return None
-        return _docker_stats(cid, rec, data)
+        return util.docker_stats(cid, rec, data)
 
     # --- logs --------------------------------------------------------------------------------
 
@@ -1331,9 +1332,9 @@ class ContainersService:
             command = "/sbin/docker-init -- " + command
         out = {
             "Id": cid, "Names": [rec["Name"]], "Image": rec["Config"].get("Image") or rec["Image"],
-            "ImageID": rec["Image"], "Command": command, "Created": int(_parse_time(rec["Created"]) or 0),
+            "ImageID": rec["Image"], "Command": command, "Created": int(util.parse_time(rec["Created"]) or 0),
             "Ports": [], "Labels": rec["Config"].get("Labels") or {}, "State": rec["State"]["Status"],
-            "Status": _status_text(rec), "HostConfig": {"NetworkMode": mode},
+            "Status": util.status_text(rec), "HostConfig": {"NetworkMode": mode},
             "NetworkSettings": {"Networks": self._network_view(rec)["Networks"]}, "Mounts": self._mounts_view(rec),
         }
         if size:
@@ -1342,287 +1343,3 @@ class ContainersService:
 
 
 _PRIVATE = ("SnapshotKey", "ManuallyStopped", "Generation", "ImageSize", "HasBeenStartedBefore", "Volumes")
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _state(status: str) -> dict:
-    return {"Status": status, "Running": False, "Paused": False, "Restarting": False, "OOMKilled": False,
-            "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME}
-
-
-def _read_exit(state_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(state_dir, EXIT_FILE), "rb") as f:
-            data = json.loads(f.read())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _signal_number(raw: str | int) -> int:
-    from berth.spec.signals import parse_signal
-
-    try:
-        return parse_signal(str(raw))
-    except InvalidArgument:
-        raise InvalidArgument(f"Invalid signal: {raw}") from None
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text or text.startswith("0001-"):
-        return None
-    from berth.daemon.logs import parse_time_ns
-
-    try:
-        return parse_time_ns(text) / 1e9
-    except ValueError:
-        return None
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
-def _status_text(rec: dict) -> str:
-    st = rec["State"]
-    now = time.time()
-    if st["Status"] == "removing":
-        return "Removal In Progress"
-    if st["Restarting"]:
-        finished = _parse_time(st["FinishedAt"]) or now
-        return f"Restarting ({st['ExitCode']}) {human_duration(now - finished)} ago"
-    if st["Running"]:
-        started = _parse_time(st["StartedAt"]) or now
-        text = f"Up {human_duration(now - started)}"
-        return text + " (Paused)" if st["Paused"] else text
-    if st["Dead"]:
-        return "Dead"
-    if st["Status"] == "created" or not rec.get("HasBeenStartedBefore"):
-        return "Created"
-    finished = _parse_time(st["FinishedAt"]) or now
-    return f"Exited ({st['ExitCode']}) {human_duration(now - finished)} ago"
-
-
-def _parse_ps(output: str, pids: list[int]) -> dict:
-    lines = [line for line in output.splitlines() if line.strip()]
-    if not lines:
-        return {"Titles": [], "Processes": []}
-    titles = lines[0].split()
-    try:
-        pid_index = titles.index("PID")
-    except ValueError:
-        raise InvalidArgument("Couldn't find PID field in ps output") from None
-    wanted = set(pids)
-    processes = []
-    for line in lines[1:]:
-        fields = line.split(None, len(titles) - 1)
-        if len(fields) <= pid_index:
-            continue
-        try:
-            pid = int(fields[pid_index])
-        except ValueError:
-            continue
-        if pid in wanted:
-            processes.append(fields)
-    return {"Titles": titles, "Processes": processes}
-
-
-def _resolv_conf(hc: dict, network: str) -> str:
-    try:
-        with open("/etc/resolv.conf") as f:
-            host = f.read()
-    except OSError:
-        host = ""
-    nameservers, search, options = [], [], []
-    for line in host.splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith(("#", ";")):
-            continue
-        if parts[0] == "nameserver" and len(parts) > 1:
-            nameservers.append(parts[1])
-        elif parts[0] in ("search", "domain"):
-            search = parts[1:]
-        elif parts[0] == "options":
-            options += parts[1:]
-    if network != "host":
-        nameservers = [n for n in nameservers if not n.startswith("127.") and n != "::1"]
-        if not nameservers:
-            nameservers = ["8.8.8.8", "8.8.4.4"]
-    if hc.get("Dns"):
-        nameservers = list(hc["Dns"])
-    if hc.get("DnsSearch"):
-        search = list(hc["DnsSearch"])
-    if hc.get("DnsOptions"):
-        options = list(hc["DnsOptions"])
-    text = "".join(f"nameserver {n}\n" for n in nameservers)
-    if search:
-        text += "search " + " ".join(search) + "\n"
-    if options:
-        text += "options " + " ".join(options) + "\n"
-    return text
-
-
-def _copy_image_dir(rootfs: str, dest: str, target: str) -> None:
-    """Seed a new anonymous volume with what the image has at its path (Docker's copy-up)."""
-    from berth.runtime.linux.paths import secure_join
-
-    try:
-        source = secure_join(rootfs, dest)
-    except Exception:  # noqa: BLE001
-        return
-    if not os.path.isdir(source) or os.listdir(target):
-        return
-    with contextlib.suppress(OSError, shutil.Error):
-        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-        st = os.stat(source)
-        os.chown(target, st.st_uid, st.st_gid)
-        os.chmod(target, st.st_mode & 0o7777)
-
-
-# --- stats in Docker's shape ---------------------------------------------------------------------
-
-
-def _system_cpu_ns() -> int:
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("cpu "):
-                    ticks = sum(int(v) for v in line.split()[1:8])
-                    return ticks * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
-    except OSError:
-        pass
-    return 0
-
-
-def _mem_total() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _empty_cpu() -> dict:
-    return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
-            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
-
-
-def _empty_stats(cid: str, rec: dict) -> dict:
-    return {"read": ZERO_TIME, "preread": ZERO_TIME, "pids_stats": {}, "blkio_stats": {
-        "io_service_bytes_recursive": None, "io_serviced_recursive": None, "io_queue_recursive": None,
-        "io_service_time_recursive": None, "io_wait_time_recursive": None, "io_merged_recursive": None,
-        "io_time_recursive": None, "sectors_recursive": None}, "num_procs": 0, "storage_stats": {},
-        "cpu_stats": _empty_cpu(), "precpu_stats": _empty_cpu(), "memory_stats": {}, "name": rec["Name"], "id": cid}
-
-
-def _blkio(entries: list | None) -> list | None:
-    if not entries:
-        return None
-    return [{"major": e.get("major", 0), "minor": e.get("minor", 0), "op": e.get("op", ""), "value": e.get("value", 0)}
-            for e in entries]
-
-
-def _docker_stats(cid: str, rec: dict, data: dict) -> dict:
-    """runc's ``events --stats`` data as Docker's stats JSON."""
-    cpu = data.get("cpu") or {}
-    usage = cpu.get("usage") or {}
-    throttling = cpu.get("throttling") or {}
-    percpu = usage.get("percpu") or []
-    memory = data.get("memory") or {}
-    mem_usage = memory.get("usage") or {}
-    raw = dict(memory.get("raw") or {})
-    limit = int(mem_usage.get("limit") or 0)
-    total = _mem_total()
-    if total and (limit == 0 or limit > total):
-        limit = total
-    pids = data.get("pids") or {}
-    blkio = data.get("blkio") or {}
-    pids_stats = {"current": int(pids.get("current") or 0)}
-    if pids.get("limit"):
-        pids_stats["limit"] = int(pids["limit"])
-    cpu_stats = {
-        "cpu_usage": {"total_usage": int(usage.get("total") or 0), "percpu_usage": percpu or None,
-                      "usage_in_kernelmode": int(usage.get("kernel") or 0),
-                      "usage_in_usermode": int(usage.get("user") or 0)},
-        "system_cpu_usage": _system_cpu_ns(), "online_cpus": len(percpu) or os.cpu_count() or 1,
-        "throttling_data": {"periods": int(throttling.get("periods") or 0),
-                            "throttled_periods": int(throttling.get("throttled_periods") or 0),
-                            "throttled_time": int(throttling.get("throttled_time") or 0)},
-    }
-    memory_stats = {"usage": int(mem_usage.get("usage") or 0), "max_usage": int(mem_usage.get("max") or 0),
-                    "stats": raw, "failcnt": int(mem_usage.get("failcnt") or 0), "limit": limit}
-    return {
-        "read": rfc3339nano(), "preread": ZERO_TIME, "pids_stats": pids_stats,
-        "blkio_stats": {"io_service_bytes_recursive": _blkio(blkio.get("ioServiceBytesRecursive")),
-                        "io_serviced_recursive": _blkio(blkio.get("ioServicedRecursive")),
-                        "io_queue_recursive": _blkio(blkio.get("ioQueueRecursive")),
-                        "io_service_time_recursive": _blkio(blkio.get("ioServiceTimeRecursive")),
-                        "io_wait_time_recursive": _blkio(blkio.get("ioWaitTimeRecursive")),
-                        "io_merged_recursive": _blkio(blkio.get("ioMergedRecursive")),
-                        "io_time_recursive": _blkio(blkio.get("ioTimeRecursive")),
-                        "sectors_recursive": _blkio(blkio.get("sectorsRecursive"))},
-        "num_procs": 0, "storage_stats": {}, "cpu_stats": cpu_stats, "precpu_stats": _empty_cpu(),
-        "memory_stats": memory_stats, "name": rec["Name"], "id": cid,
-        "networks": {"lo": {"rx_bytes": 0, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0, "tx_bytes": 0,
-                            "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0}},
-    }
-
-
-# Docker's names-generator style: adjective_surname
-_LEFT = ("admiring", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "boring", "brave", "busy",
-         "charming", "clever", "compassionate", "competent", "condescending", "confident", "cool", "cranky",
-         "crazy", "dazzling", "determined", "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated",
-         "elegant", "eloquent", "epic", "exciting", "fervent", "festive", "flamboyant", "focused", "friendly",
-         "frosty", "funny", "gallant", "gifted", "goofy", "gracious", "great", "happy", "hardcore", "heuristic",
-         "hopeful", "hungry", "infallible", "inspiring", "intelligent", "interesting", "jolly", "jovial", "keen",
-         "kind", "laughing", "loving", "lucid", "magical", "modest", "musing", "mystifying", "naughty", "nervous",
-         "nice", "nifty", "nostalgic", "objective", "optimistic", "peaceful", "pedantic", "pensive", "practical",
-         "priceless", "quirky", "quizzical", "recursing", "relaxed", "reverent", "romantic", "sad", "serene",
-         "sharp", "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty",
-         "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful", "xenodochial",
-         "youthful", "zealous", "zen")
-_RIGHT = ("agnesi", "albattani", "allen", "almeida", "archimedes", "ardinghelli", "aryabhata", "austin", "babbage",
-          "banach", "bardeen", "bartik", "bassi", "bell", "bhabha", "blackwell", "bohr", "booth", "borg", "bose",
-          "boyd", "brahmagupta", "brattain", "brown", "carson", "chandrasekhar", "clarke", "colden", "cori",
-          "cray", "curie", "darwin", "davinci", "dijkstra", "dirac", "driscoll", "dubinsky", "easley", "einstein",
-          "elion", "engelbart", "euclid", "euler", "fermat", "fermi", "feynman", "franklin", "galileo", "gauss",
-          "goldberg", "goldstine", "goodall", "hamilton", "hawking", "heisenberg", "hermann", "hodgkin", "hoover",
-          "hopper", "hugle", "hypatia", "jackson", "jang", "jennings", "johnson", "kalam", "kapitsa", "keller",
-          "kepler", "khorana", "kilby", "knuth", "kowalevski", "lalande", "lamarr", "leakey", "leavitt", "lehmann",
-          "lewin", "lichterman", "liskov", "lovelace", "lumiere", "mahavira", "mayer", "mccarthy", "mcclintock",
-          "meitner", "mendel", "merkle", "minsky", "mirzakhani", "morse", "murdock", "napier", "nash", "newton",
-          "nobel", "noether", "pare", "pascal", "pasteur", "payne", "perlman", "pike", "poincare", "ptolemy",
-          "raman", "ramanujan", "ride", "ritchie", "roentgen", "rosalind", "saha", "sammet", "shannon", "shaw",
-          "shockley", "sinoussi", "snyder", "spence", "stonebraker", "sutherland", "swanson", "swartz", "tesla",
-          "thompson", "torvalds", "turing", "varahamihira", "visvesvaraya", "volhard", "wescoff", "wiles",
-          "williams", "wilson", "wing", "wozniak", "wright", "yalow", "yonath")
-

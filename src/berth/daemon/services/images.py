@@ -172,7 +172,9 @@ class ImagesService:
         return [str(x) for x in found]
 
     async def stop(self) -> None:
-        self.stores.close()
+        """Nothing to stop: the stores stay open until the process ends, since the
+        containers service (stopped after this one) and late requests still use them;
+        SQLite in WAL mode needs no close to be consistent."""
 
     # --- reading -----------------------------------------------------------------------
 
