@@ -350,6 +350,23 @@ def test_security_and_resources(berthd: Berthd) -> None:
     assert "A=1" in env and "HOSTNAME=box" in env and any(e.startswith("PATH=") for e in env)
 
 
+def test_stdin_start_attach_and_oom(berthd: Berthd) -> None:
+    assert berthd.docker("run", "-i", "--rm", berthd.image, "sh", "-c", "cat; echo done",
+                         input="piped\n").stdout == "piped\ndone\n"
+    ok(berthd.docker("create", "--name", "sa", berthd.image, "sh", "-c", "echo started; exit 2"))
+    for _ in range(2):  # start -a attaches before the start, twice
+        proc = berthd.docker("start", "-a", "sa")
+        assert (proc.returncode, proc.stdout) == (2, "started\n")
+    assert ok(berthd.docker("logs", "sa")) == "started\nstarted\n"
+    ok(berthd.docker("rm", "sa"))
+    proc = berthd.docker("run", "--name", "oom", "-m", "8m", berthd.image, "sh", "-c",
+                         "a=$(head -c 50000000 /dev/zero | tr '\\0' x); echo ${#a}")
+    assert proc.returncode == 137
+    state = inspect(berthd, "oom")["State"]
+    assert state["OOMKilled"] and state["ExitCode"] == 137
+    ok(berthd.docker("rm", "oom"))
+
+
 # --- the daemon dies, the containers do not ----------------------------------------------------
 
 

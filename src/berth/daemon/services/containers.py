@@ -2,16 +2,24 @@
 
     build(daemon) -> ContainersService
 
-    create(body, name) -> (id, warnings)      start_container(ref)   stop_container(ref, t, signal)
-    kill(ref, signal)      restart(ref, t)     pause(ref)         unpause(ref)
-    remove(ref, force)     rename(ref, name)   wait(ref, condition) -> future of the exit code
-    update(ref, resources) -> warnings         resize(ref, h, w)  top(ref, ps_args)
-    stats(ref, stream) -> async iter of dicts  logs(ref, ...) -> (tty, async iter)
-    attach(ref, ...) / exec_create / exec_start / exec_inspect / exec_resize (see api/)
-    inspect(ref, size) -> dict   summaries(all_, size, filters, limit) -> [dict]
-    counts() -> dict      users_of_image(image_id) -> [ids] (the images service's in-use checker)
-    get(ref) -> (id, record)
-    start() / stop()             the daemon's hooks: restore after a restart / stop watching
+    create(body, name) -> (id, warnings)          start_container(ref)
+    stop_container(ref, timeout, signal)          kill(ref, signal)      restart(ref, timeout, signal)
+    pause(ref)   unpause(ref)   rename(ref, name)   remove(ref, force, volumes)
+    await wait(ref, condition) -> future of the exit code (registered at once: a later start is seen)
+    update(ref, body) -> warnings   resize(ref, h, w)   top(ref, ps_args) -> {Titles, Processes}
+    stats(ref, stream, one_shot) -> async iterator of Docker's stats dicts
+    logs(ref, follow=, stdout=, stderr=, since=, until=, tail=, timestamps=) -> (tty, async (stream, bytes))
+    attach(ref, stdin, stdout, stderr) -> (record, awaitable of the shim stream (reader, writer));
+        before a start it completes at the start, so no output is missed
+    exec_create(ref, body) -> id    exec_start(id, detach, tty) -> (exec, stream | None)
+    exec_wait(id) -> exit code      exec_inspect(id) -> dict    exec_resize(id, h, w)
+    inspect(ref, size) -> dict      summaries(all_, size, filters, limit) -> [dict]   counts() -> dict
+    get(ref) -> (id, record)        users_of_image(image_id) -> [ids] (the images service's in-use checker)
+    start() / stop()                the daemon's hooks: restore after a restart / stop watching
+
+Errors: ``NotFound`` (404, "No such container: x", "No such image: x"), ``AlreadyExists``
+(409, the name conflict), ``Conflict`` (409: running, paused, not running), ``InvalidArgument``
+(400), ``NotModified`` (304: already started / stopped), ``ServerError`` (500).
 
 On disk (DESIGN.md)::
 
@@ -726,7 +734,7 @@ class ContainersService:
             if cid not in self._records:  # a shim whose container was removed: nothing may keep running
                 with contextlib.suppress(errors.BerthError):
                     await shimio.call(state_dir, "delete", force=True, timeout=30)
-        await asyncio.sleep(0)
+        await self._remove_orphans()
         for cid, rec in list(self._records.items()):
             st = rec["State"]
             if st["Running"] or st["Restarting"] or st["Status"] == "removing":
@@ -735,6 +743,27 @@ class ContainersService:
             if policy == "always" or (policy == "unless-stopped" and not rec.get("ManuallyStopped")):
                 if rec.get("HasBeenStartedBefore"):
                     self._spawn(self._start_on_boot(cid))
+
+    async def _remove_orphans(self) -> None:
+        """What a crash in the middle of a create or a remove left: container directories
+        and snapshots without a record."""
+        try:
+            names = os.listdir(self.config.containers_root)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if name not in self._records and re.fullmatch(r"[0-9a-f]{64}", name):
+                self._unmount_rootfs(name)
+                await self._blocking(shutil.rmtree, self.dir(name), True)
+        try:
+            snapshotter = self.images.snapshotter
+            keys = [info.name for info in await self._blocking(lambda: list(snapshotter.walk()))]
+        except errors.BerthError:
+            return
+        for key in keys:
+            if key.startswith("container-") and key[len("container-"):] not in self._records:
+                with contextlib.suppress(errors.BerthError):
+                    await self._blocking(snapshotter.remove, key)
 
     async def _start_on_boot(self, cid: str) -> None:
         with contextlib.suppress(errors.BerthError):
@@ -870,7 +899,7 @@ class ContainersService:
         cid, rec = self.get(ref)
         async with self._lock(cid):
             st = rec["State"]
-            if st["Status"] == "removing" and cid in self._removing:
+            if cid in self._removing:
                 raise Conflict(f"removal of container {cid} is already in progress")
             restarting = bool(self._restart_tasks.get(cid)) or st["Restarting"]
             if (st["Running"] or restarting) and not force:
@@ -1145,8 +1174,12 @@ class ContainersService:
             raise Conflict(f"Container {cid} is paused, unpause the container before exec")
         if tty is not None:
             ex["Config"]["Tty"] = bool(tty) or ex["Config"]["Tty"]
-        process = self._exec_process(ex)
         ex["Started"] = True
+        try:
+            process = self._exec_process(ex)
+        except errors.BerthError:
+            ex.update(Running=False, ExitCode=126)
+            raise
         state_dir = self.shim_dir(cid)
         use_tty = bool(ex["Config"]["Tty"])
         stdin = bool(ex["OpenStdin"])
