@@ -29,6 +29,7 @@ class Daemon:
         self.services: dict[str, object] = {}
         self.router = Router()
         self.server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
         self.server_headers = {"Api-Version": API_VERSION, "Docker-Experimental": "false", "Ostype": "linux",
                                "Server": f"Berth/{_version()} (linux)"}
 
@@ -48,11 +49,23 @@ class Daemon:
                 await start()
         if os.path.exists(path):
             os.unlink(path)
-        self.server = await asyncio.start_unix_server(self._connection, path=path, limit=1 << 20)
+        old_umask = os.umask(0o777 & ~self.config.socket_mode)  # never reachable with wider modes
+        try:
+            self.server = await asyncio.start_unix_server(self._connection, path=path, limit=1 << 20)
+        finally:
+            os.umask(old_umask)
         os.chmod(path, self.config.socket_mode)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(self.router.dispatch, reader, writer, self.server_headers, self._log_error)
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            await serve_connection(self.router.dispatch, reader, writer, self.server_headers, self._log_error)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
 
     def _log_error(self, exc: BaseException) -> None:
         import traceback
@@ -67,6 +80,9 @@ class Daemon:
                 await stop()
         if self.server is not None:
             self.server.close()
+            for task in list(self._connections):  # attached clients, followed logs, events
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self.server.wait_closed()
         if os.path.exists(self.config.socket_path):
             os.unlink(self.config.socket_path)
