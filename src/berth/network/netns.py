@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -52,8 +51,7 @@ def _is_nsfs(path: str) -> bool:
         st = os.stat(path)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) is False and st.st_dev == _nsfs_dev() or (
-        st.st_dev == _nsfs_dev())
+    return st.st_dev == _nsfs_dev()
 
 
 def exists(name: str, root: str = DEFAULT_ROOT) -> bool:
