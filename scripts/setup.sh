@@ -30,6 +30,7 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expec
 
 # --- Debian packages -------------------------------------------------------
 packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time tini)  # tini: --init (tini-static)
+packages+=(containernetworking-plugins iproute2)  # CNI plugins in /usr/lib/cni; ip (berth.network)
 if [ "$with_peers" -eq 1 ]; then
     packages+=(docker.io containerd docker-registry skopeo umoci openssl)
 fi

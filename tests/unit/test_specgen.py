@@ -146,16 +146,6 @@ def test_exec_process(rootfs: str) -> None:
     assert "HOME=/home/app" in process["env"] and process["capabilities"]["effective"] == []
 
 
-def test_binds() -> None:
-    assert specgen.parse_bind("/a:/b") == ("/a", "/b", [])
-    assert specgen.parse_bind("/a:/b:ro,rslave") == ("/a", "/b", ["ro", "rslave"])
-    assert specgen.parse_bind("/anon") == ("", "/anon", [])
-    assert specgen.parse_bind("named:/x") == ("named", "/x", [])
-    for bad in ("/a:b", "/a:/b:bogus", "/a:/", "a:b:c:d"):
-        with pytest.raises(InvalidArgument):
-            specgen.parse_bind(bad)
-
-
 def test_detach_keys() -> None:
     assert parse_detach_keys("") == b"\x10\x11"
     assert parse_detach_keys("ctrl-a,x,ctrl-@,ctrl-[") == b"\x01x\x00\x1b"

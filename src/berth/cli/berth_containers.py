@@ -15,14 +15,33 @@ from berth.cli.berth_format import Template, TemplateError, ago, bytes_size, hum
     render_rows, table
 
 
-def _each(api: Client, names: list[str], action: Callable[[str], Any], *, echo: bool = True) -> int:
-    """Docker's multi-container commands: act on each, print it, report failures, exit 1."""
+#: at most this many requests at once in parallel commands (docker's CLI: parallelOperation, 50)
+PARALLEL = 50
+
+
+def _each(api: Client, names: list[str], action: Callable[[str], Any], *, echo: bool = True,
+          parallel: bool = False) -> int:
+    """Docker's multi-container commands: act on each, print it, report failures, exit 1.
+
+    With ``parallel`` (stop, kill, rm, pause, unpause, as docker's CLI does), up to
+    ``PARALLEL`` requests are in flight at once; names and errors are still printed in the
+    order given, each as soon as it and those before it are done."""
+    if parallel and len(names) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(names))) as pool:
+            futures = [pool.submit(action, name) for name in names]
+            return _report_each(names, [f.result for f in futures], echo)
+    return _report_each(names, [lambda name=name: action(name) for name in names], echo)
+
+
+def _report_each(names: list[str], outcomes: list[Callable[[], Any]], echo: bool) -> int:
     failed = False
-    for name in names:
+    for name, outcome in zip(names, outcomes):
         try:
-            action(name)
+            outcome()
             if echo:
-                print(name)
+                print(name, flush=True)
         except APIError as e:
             sys.stderr.write(f"Error response from daemon: {e.message}\n")
             failed = True
@@ -109,7 +128,8 @@ def stop(api: Client, argv: list[str]) -> int:
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
     q = {"t": args.time, "signal": args.signal or None}
-    return _each(api, args.containers, lambda n: api.request("POST", f"/containers/{n}/stop", query=q))
+    return _each(api, args.containers, lambda n: api.request("POST", f"/containers/{n}/stop", query=q),
+                 parallel=True)
 
 
 def kill(api: Client, argv: list[str]) -> int:
@@ -117,7 +137,8 @@ def kill(api: Client, argv: list[str]) -> int:
     p.add_argument("-s", "--signal", default="", help="Signal to send to the container")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/kill", signal=args.signal or None))
+    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/kill", signal=args.signal or None),
+                 parallel=True)
 
 
 def restart(api: Client, argv: list[str]) -> int:
@@ -137,21 +158,22 @@ def rm(api: Client, argv: list[str]) -> int:
     p.add_argument("-l", "--link", action="store_true", help="Remove the specified link")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    return _each(api, args.containers, lambda n: api.delete(f"/containers/{n}", force=args.force, v=args.volumes))
+    return _each(api, args.containers, lambda n: api.delete(f"/containers/{n}", force=args.force, v=args.volumes),
+                 parallel=True)
 
 
 def pause(api: Client, argv: list[str]) -> int:
     p = parser("pause", "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/pause"))
+    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/pause"), parallel=True)
 
 
 def unpause(api: Client, argv: list[str]) -> int:
     p = parser("unpause", "CONTAINER [CONTAINER...]", "Unpause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/unpause"))
+    return _each(api, args.containers, lambda n: api.post(f"/containers/{n}/unpause"), parallel=True)
 
 
 def wait(api: Client, argv: list[str]) -> int:

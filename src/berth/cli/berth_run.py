@@ -24,17 +24,19 @@ def _tagged(image: str) -> str:
 
 def create_container(api: Client, config: dict[str, Any], args: Any) -> str:
     """POST /containers/create, pulling the image first if the daemon does not have it."""
-    from berth.cli.berth_images import pull_image
-
     image = config["Image"]
     query = {"name": args.name or None, "platform": args.platform or None}
     if args.pull == "always":
+        from berth.cli.berth_images import pull_image  # only when pulling: it imports formatting, datetime, ...
+
         pull_image(api, image, platform=args.platform, quiet=args.quiet, out=sys.stderr)
     try:
         created = api.post("/containers/create", config, **query)
     except APIError as e:
         if e.status != 404 or "image" not in e.message.lower() or args.pull == "never":
             raise
+        from berth.cli.berth_images import pull_image
+
         warn(f"Unable to find image '{_tagged(image)}' locally")
         pull_image(api, image, platform=args.platform, quiet=args.quiet, out=sys.stderr)
         created = api.post("/containers/create", config, **query)

@@ -45,19 +45,15 @@ class Router:
             request.api_version = version
             path = "/" + rest
         segments = path.strip("/").split("/")
-        method_mismatch = False
         for method_, pattern, handler in self._routes:
             params = _match(pattern, segments)
             if params is None:
                 continue
             if method_ != request.method and not (method_ == "GET" and request.method == "HEAD"):
-                method_mismatch = True
                 continue
             request.params = params
             return await handler(request)
-        if method_mismatch:
-            raise HTTPError(404, f"page not found: {request.method} {path}")
-        raise HTTPError(404, "page not found")
+        raise HTTPError(404, "page not found")  # dockerd's answer to a wrong method too
 
 
 def _match(pattern: list[str], segments: list[str]) -> dict[str, str] | None:

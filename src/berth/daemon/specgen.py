@@ -32,6 +32,7 @@ import platform
 import stat
 from dataclasses import dataclass, field
 
+from berth.daemon import mountspec
 from berth.errors import InvalidArgument, NotFound
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -155,18 +156,7 @@ def check_host_config(hc: dict) -> dict:
         for cap in hc.get(key) or []:
             _cap_name(cap)
     parse_security_opts(hc.get("SecurityOpt") or [])
-    for bind in hc.get("Binds") or []:
-        parse_bind(bind)
-    for dest in (hc.get("Tmpfs") or {}):
-        if not dest.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"tmpfs\": invalid mount path: '{dest}' "
-                                  "mount path must be absolute")
-    for m in hc.get("Mounts") or []:
-        if (m.get("Type") or "volume") not in ("bind", "tmpfs", "volume"):
-            raise InvalidArgument(f"mount type {m.get('Type')!r} is not supported")
-        if not str(m.get("Target") or "").startswith("/"):
-            raise InvalidArgument(f"invalid mount config: invalid mount path: '{m.get('Target')}' "
-                                  "mount path must be absolute")
+    mountspec.validate(hc)  # Binds, Mounts, Tmpfs, VolumesFrom (sources are checked at create)
     memory = int(hc.get("Memory") or 0)
     if memory and memory < 6 * 1024 * 1024:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -451,44 +441,8 @@ def resolve_user(rootfs: str, spec: str, group_add: list[str] | None = None) -> 
 
 
 # --- mounts ---------------------------------------------------------------------------------
-
-_BIND_OPTS = {"ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate",
-              "consistent", "cached", "delegated"}
-
-
-def parse_bind(bind: str) -> tuple[str, str, list[str]]:
-    """``SRC:DEST[:OPTS]`` (or ``DEST`` alone: an anonymous volume, SRC ""); SRC without a
-    leading ``/`` is a named volume."""
-    parts = bind.split(":")
-    if len(parts) == 1:
-        src, dest, opts = "", parts[0], []
-    elif len(parts) == 2:
-        if parts[1] and parts[1].startswith("/"):
-            src, dest, opts = parts[0], parts[1], []
-        else:
-            src, dest, opts = "", parts[0], parts[1].split(",")
-    elif len(parts) == 3:
-        src, dest, opts = parts[0], parts[1], [o for o in parts[2].split(",") if o]
-    else:
-        raise InvalidArgument(f"invalid volume specification: '{bind}'")
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{bind}': invalid mount config for type "
-                              f"\"{'bind' if src.startswith('/') else 'volume'}\": invalid mount path: '{dest}' "
-                              "mount path must be absolute")
-    if dest == "/":
-        raise InvalidArgument(f"invalid volume specification: '{bind}': invalid mount config: destination can't be '/'")
-    for opt in opts:
-        if opt not in _BIND_OPTS:
-            raise InvalidArgument(f"invalid volume specification: '{bind}': invalid mode: {opt}")
-    return src, dest, opts
-
-
-def bind_mount(src: str, dest: str, opts: list[str], create: bool = True) -> dict:
-    if create and not os.path.exists(src):
-        os.makedirs(src, mode=0o755, exist_ok=True)
-    propagation = next((o for o in opts if o.endswith(("shared", "slave", "private"))), "rprivate")
-    options = ["rbind", "ro" if "ro" in opts else "rw", propagation]
-    return {"destination": dest, "type": "bind", "source": src, "options": options}
+# -v, --mount and --volumes-from are parsed in berth.daemon.mountspec; what is left here is
+# --tmpfs and the default mounts.
 
 
 def tmpfs_mount(dest: str, options: str) -> dict:
@@ -611,7 +565,8 @@ class SpecInput:
     rootfs: str  # the mounted root filesystem (its /etc/passwd and /etc/group are read)
     cgroup_parent: str = "/berth"
     etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file (hosts, resolv.conf...)
-    extra_mounts: list[dict] = field(default_factory=list)  # resolved volumes (OCI mounts)
+    extra_mounts: list[dict] = field(default_factory=list)  # more OCI mounts (after the user's)
+    mount_points: list[dict] | None = None  # resolved -v/--mount/volumes (berth.daemon.mountspec)
 
 
 def container_env(config: dict, hostname: str, user: User) -> list[str]:
@@ -661,54 +616,27 @@ def generate(inp: SpecInput) -> dict:
     for m in mounts:
         if m["destination"] == "/dev/shm":
             m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [f"size={_shm_size(hc)}"]
-    user_dests = set()
-    extra: list[dict] = []
-    for bind in hc.get("Binds") or []:
-        src, dest, opts = parse_bind(bind)
-        if src.startswith("/"):
-            extra.append(bind_mount(src, dest, opts))
-            user_dests.add(dest)
-    for m in hc.get("Mounts") or []:
-        kind = m.get("Type") or "volume"
-        if kind == "bind":
-            opts = ["ro"] if m.get("ReadOnly") else []
-            prop = (m.get("BindOptions") or {}).get("Propagation")
-            if prop:
-                opts.append(prop)
-            if not os.path.exists(m.get("Source") or ""):
-                raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not exist: "
-                                      f"{m.get('Source')}")
-            extra.append(bind_mount(m["Source"], m["Target"], opts, create=False))
-        elif kind == "tmpfs":
-            topts = m.get("TmpfsOptions") or {}
-            text = []
-            if topts.get("SizeBytes"):
-                text.append(f"size={int(topts['SizeBytes'])}")
-            if topts.get("Mode"):
-                text.append(f"mode={int(topts['Mode']):o}")
-            if m.get("ReadOnly"):
-                text.append("ro")
-            extra.append(tmpfs_mount(m["Target"], ",".join(text)))
-        else:
-            continue  # volumes: resolved by the caller into extra_mounts
-        user_dests.add(m["Target"])
+    points = inp.mount_points
+    if points is None:  # not resolved by the containers service (tools, tests): no volumes
+        points = [p for p in mountspec.plan(config, hc, check_sources=False) if p["Type"] != "volume"]
+    extra = mountspec.oci_mounts(points)
     for dest, options in (hc.get("Tmpfs") or {}).items():
         extra.append(tmpfs_mount(dest, options))
-        user_dests.add(dest)
     extra.extend(inp.extra_mounts)
-    user_dests.update(m["destination"] for m in inp.extra_mounts)
+    user_dests = {m["destination"] for m in extra}
     mounts = [m for m in mounts if m["destination"] not in user_dests]
+    added: list[dict] = []
     for path, source in inp.etc_files.items():
         if path not in user_dests:
             opts = ["rbind", "rprivate"] + (["ro"] if hc.get("ReadonlyRootfs") and path != "/etc/resolv.conf" else [])
-            mounts.append({"destination": path, "type": "bind", "source": source, "options": opts})
+            added.append({"destination": path, "type": "bind", "source": source, "options": opts})
     if hc.get("Init"):
         init = find_init()
         if init is None:
             raise InvalidArgument("--init: no init binary found (install Debian's tini package: /usr/bin/tini-static)")
-        mounts.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind", "source": init,
-                       "options": ["bind", "ro"]})
-    mounts.extend(extra)
+        added.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind", "source": init,
+                      "options": ["bind", "ro"]})
+    mounts.extend(mountspec.by_depth(added + extra))  # as dockerd: a volume at /etc, then /etc/hosts on it
     network = hc.get("NetworkMode") or "bridge"
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
     if network != "host":

@@ -11,6 +11,8 @@ berth.errors and the stdlib). One job per module; import the one you need:
     dnsmsg    DNS wire format: parse queries, build answers (A, AAAA, PTR)
     dns       the embedded DNS server (asyncio, UDP + TCP), bound in each container's
               netns on 127.0.0.11 (Docker's way) or on any address
+    bridge    host-side leftovers: the bridge and its isolation rules (network rm),
+              NAT rules DEL could not remove, host-local's directory
 
 Errors are berth.errors (NotFound, AlreadyExists, InvalidArgument, FailedPrecondition,
 Unavailable), each one line; a failing CNI plugin's {code, msg, details} becomes one of

@@ -89,17 +89,17 @@ def _prepare_root(root: str) -> None:
         return
     except OSError as e:
         if e.errno != errno.EINVAL:
-            raise FailedPrecondition(f"mount --make-shared {root}: {os.strerror(e.errno)}") from None
+            raise FailedPrecondition(f"mount --make-shared {root}: {os.strerror(e.errno or 0)}") from None
     # EINVAL: root is not a mount point yet (iproute2 upgrades it to one, then retries)
     if not _is_mount_point(root):
         try:
             libc.mount(root, root, None, libc.MS_BIND | libc.MS_REC)
         except OSError as e:
-            raise FailedPrecondition(f"mount --bind {root} {root}: {os.strerror(e.errno)}") from None
+            raise FailedPrecondition(f"mount --bind {root} {root}: {os.strerror(e.errno or 0)}") from None
     try:
         libc.mount("none", root, None, libc.MS_SHARED | libc.MS_REC)
     except OSError as e:
-        raise FailedPrecondition(f"mount --make-shared {root}: {os.strerror(e.errno)}") from None
+        raise FailedPrecondition(f"mount --make-shared {root}: {os.strerror(e.errno or 0)}") from None
 
 
 def _unshare_and_bind(target: str) -> None:
@@ -196,6 +196,10 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
     def body() -> None:
         try:
             libc.setns(fd, libc.CLONE_NEWNET)
+        except OSError as e:
+            box["error"] = FailedPrecondition(f"enter network namespace {path}: {os.strerror(e.errno or 0)}")
+            return
+        try:
             box["value"] = fn()
         except BaseException as e:  # handed to the caller
             box["error"] = e
@@ -207,8 +211,5 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
     finally:
         os.close(fd)
     if "error" in box:
-        err = box["error"]
-        if isinstance(err, OSError) and "setns" in str(err):
-            raise FailedPrecondition(f"enter network namespace {path}: {os.strerror(err.errno or 0)}") from None
-        raise err  # type: ignore[misc]
+        raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]

@@ -9,6 +9,7 @@ import asyncio
 import json
 
 from berth.daemon.api._streams import frame, parse_detach_keys, relay
+from berth.daemon.api._validate import check_create, check_update
 from berth.daemon.http import Hijack, HTTPError, Request, Response, StreamResponse, json_response
 from berth.daemon.router import Router
 from berth.errors import BerthError
@@ -53,6 +54,7 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
     @router.route("POST", "/containers/create")
     async def create(request: Request) -> Response:
         body = await request.json()
+        check_create(body)
         cid, warnings = await svc().create(body, request.arg("name"))
         return json_response({"Id": cid, "Warnings": warnings}, 201)
 
@@ -171,7 +173,9 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
 
     @router.route("POST", "/containers/{id}/update")
     async def update(request: Request) -> Response:
-        warnings = await svc().update(request.params["id"], await request.json())
+        body = await request.json()
+        check_update(body)
+        warnings = await svc().update(request.params["id"], body)
         return json_response({"Warnings": warnings})
 
     @router.route("POST", "/containers/{id}/resize")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from berth.daemon.api._streams import frame, parse_detach_keys, relay
+from berth.daemon.api._validate import check_exec
 from berth.daemon.http import Hijack, HTTPError, Request, Response, json_response
 from berth.daemon.router import Router
 from berth.errors import BerthError
@@ -25,7 +26,9 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001
 
     @router.route("POST", "/containers/{id}/exec")
     async def create(request: Request) -> Response:
-        eid = svc().exec_create(request.params["id"], await request.json())
+        body = await request.json()
+        check_exec(body)
+        eid = svc().exec_create(request.params["id"], body)
         return json_response({"Id": eid}, 201)
 
     @router.route("POST", "/exec/{id}/start")

@@ -1,12 +1,10 @@
 """Helpers of the containers service: Docker's state and status texts, ``top``'s ps
-table, resolv.conf, volume seeding, stats in Docker's shape, and generated names."""
+table, resolv.conf, stats in Docker's shape, and generated names."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import time
 
 from berth.errors import InvalidArgument
@@ -155,23 +153,6 @@ def resolv_conf(hc: dict, network: str) -> str:
     if options:
         text += "options " + " ".join(options) + "\n"
     return text
-
-
-def copy_image_dir(rootfs: str, dest: str, target: str) -> None:
-    """Seed a new anonymous volume with what the image has at its path (Docker's copy-up)."""
-    from berth.runtime.linux.paths import secure_join
-
-    try:
-        source = secure_join(rootfs, dest)
-    except Exception:  # noqa: BLE001
-        return
-    if not os.path.isdir(source) or os.listdir(target):
-        return
-    with contextlib.suppress(OSError, shutil.Error):
-        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-        st = os.stat(source)
-        os.chown(target, st.st_uid, st.st_gid)
-        os.chmod(target, st.st_mode & 0o7777)
 
 
 # --- stats in Docker's shape ---------------------------------------------------------------------

@@ -70,7 +70,7 @@ from typing import Any
 
 from berth import errors
 from berth._sys.files import atomic_write
-from berth.daemon import shimio, specgen
+from berth.daemon import mountspec, shimio, specgen
 from berth.daemon.services import _containers_util as util
 from berth.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from berth.shim.protocol import rfc3339nano
@@ -156,6 +156,9 @@ class ContainersService:
         images = daemon.services.get("images")
         if images is not None and hasattr(images, "set_in_use_checker"):
             images.set_in_use_checker(self.users_of_image)
+        volumes = daemon.services.get("volumes")
+        if volumes is not None and hasattr(volumes, "set_users_checker"):
+            volumes.set_users_checker(self.users_of_volume, self.running_users_of_volume)
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -218,6 +221,14 @@ class ContainersService:
     def image_in_use(self, image_id: str) -> bool:
         return bool(self.users_of_image(image_id))
 
+    def users_of_volume(self, name: str) -> list[str]:
+        """For the volumes service: the containers (any state) with a mount point on a volume."""
+        return [cid for cid, rec in self._records.items()
+                if any(p["Type"] == "volume" and p["Name"] == name for p in rec.get("MountPoints") or [])]
+
+    def running_users_of_volume(self, name: str) -> list[str]:
+        return [cid for cid in self.users_of_volume(name) if self._records[cid]["State"]["Running"]]
+
     def counts(self) -> dict[str, int]:
         counts = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
         for rec in self._records.values():
@@ -275,6 +286,7 @@ class ContainersService:
         image = self.images.resolve(image_name)
         user = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         config = specgen.merge_config(image["config"], user)
+        points = self._plan_mounts(config, host_config)
         config["Image"] = image_name
         runtime = host_config.get("Runtime") or self.config.default_runtime
         self.config.runtime_path(runtime)  # InvalidArgument: unknown or invalid runtime name
@@ -296,14 +308,14 @@ class ContainersService:
             "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
             "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host_config, "Config": config,
             "SnapshotKey": f"container-{cid}", "ImageSize": image["size"], "ManuallyStopped": False,
-            "HasBeenStartedBefore": False, "Volumes": [],
+            "HasBeenStartedBefore": False, "MountPoints": [],
         }
         snapshotter = self.images.snapshotter
         os.makedirs(self.bundle(cid), mode=0o711, exist_ok=True)
         try:
             await self._blocking(snapshotter.prepare, rec["SnapshotKey"], image["chain_id"],
                                  {"berth.container": cid})
-            rec["Volumes"] = self._anonymous_volumes(cid, config, host_config)
+            rec["MountPoints"] = self._make_volumes(points)
             self.db.put(KIND, cid, rec, name=name, create=True)
         except AlreadyExists:
             await self._discard(cid, rec)
@@ -317,35 +329,52 @@ class ContainersService:
         self._event(rec, "create")
         return cid, warnings
 
-    def _anonymous_volumes(self, cid: str, config: dict, hc: dict) -> list[dict]:
-        """Image VOLUMEs and ``-v /path``: directories under the container (a stand-in until
-        the volumes service exists), copied from the image's content as Docker does."""
-        dests = [d for d in (config.get("Volumes") or {})]
-        for bind in hc.get("Binds") or []:
-            src, dest, _opts = specgen.parse_bind(bind)
-            if not src:
-                dests.append(dest)
-            elif not src.startswith("/"):
-                volumes = self.daemon.services.get("volumes")
-                if volumes is None or not hasattr(volumes, "mountpoint"):
-                    raise InvalidArgument(f"named volume {src!r}: volumes are not supported yet")
-        bound = {specgen.parse_bind(b)[1] for b in hc.get("Binds") or [] if specgen.parse_bind(b)[0]}
-        bound.update(m.get("Target") for m in hc.get("Mounts") or [])
-        out = []
-        for dest in dests:
-            if dest in bound or any(v["Destination"] == dest for v in out):
-                continue
-            name = secrets.token_hex(32)
-            source = os.path.join(self.dir(cid), "volumes", name)
-            os.makedirs(source, mode=0o755, exist_ok=True)
-            out.append({"Type": "volume", "Name": name, "Source": source, "Destination": dest, "Driver": "local",
-                        "Mode": "", "RW": True, "Propagation": "", "Fresh": True})
-        return out
+    def _volumes(self) -> Any:
+        svc = self.daemon.services.get("volumes")
+        if svc is None:
+            raise errors.Unavailable("the volumes service is not available")
+        return svc
+
+    def _plan_mounts(self, config: dict, hc: dict) -> list[dict]:
+        """Every mount point of a new container (berth.daemon.mountspec), volumes unnamed yet."""
+        inherited: list[dict] = []
+        for spec in hc.get("VolumesFrom") or []:
+            ref, mode = mountspec.parse_volumes_from(spec)
+            _other_id, other = self.get(ref)
+            inherited += mountspec.inherit(other.get("MountPoints") or [], mode)
+        return mountspec.plan(config, hc, inherited)
+
+    def _make_volumes(self, points: list[dict]) -> list[dict]:
+        """Create the volumes the mount points name (named ones on demand, with the labels and
+        driver options of ``--mount``), and an anonymous volume for each unnamed one. On an
+        error, the anonymous volumes made here are removed again."""
+        volumes = self._volumes()
+        made: list[str] = []
+        try:
+            for p in points:
+                if p["Type"] != "volume" or p.get("Source"):
+                    continue  # inherited (--volumes-from) mount points are resolved already
+                vopts = (p.get("Spec") or {}).get("VolumeOptions") or {}
+                driver = vopts.get("DriverConfig") or {}
+                volume, created = volumes.create(p["Name"], driver.get("Name") or "", driver.get("Options"),
+                                                 vopts.get("Labels"))
+                if created and not p["Name"]:
+                    made.append(volume["Name"])
+                p.update(Name=volume["Name"], Source=volume["Mountpoint"], Driver=volume["Driver"])
+        except BaseException:
+            for name in made:
+                with contextlib.suppress(errors.BerthError, OSError):
+                    volumes.discard(name)
+            raise
+        return points
 
     async def _discard(self, cid: str, rec: dict) -> None:
         with contextlib.suppress(errors.BerthError, OSError):
             await self._blocking(self.images.snapshotter.remove, rec["SnapshotKey"])
         shutil.rmtree(self.dir(cid), ignore_errors=True)
+        volumes = self.daemon.services.get("volumes")
+        if volumes is not None and rec.get("MountPoints"):
+            await volumes.remove_anonymous([p["Name"] for p in rec["MountPoints"] if p.get("Anonymous")])
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -436,15 +465,42 @@ class ContainersService:
         return files
 
     def _spec(self, cid: str, rec: dict, rootfs: str, etc: dict[str, str]) -> dict:
-        mounts = [{"destination": v["Destination"], "type": "bind", "source": v["Source"],
-                   "options": ["rbind", "rw", "rprivate"]} for v in rec.get("Volumes") or []]
-        for v in rec.get("Volumes") or []:
-            if v.get("Fresh"):  # Docker copies the image's content into a new volume
-                util.copy_image_dir(rootfs, v["Destination"], v["Source"])
-                v["Fresh"] = False
         return specgen.generate(specgen.SpecInput(
             container_id=cid, config=rec["Config"], host_config=rec["HostConfig"], rootfs=rootfs,
-            cgroup_parent=self.config.cgroup_parent, etc_files=etc, extra_mounts=mounts))
+            cgroup_parent=self.config.cgroup_parent, etc_files=etc, mount_points=rec.get("MountPoints")))
+
+    def _prepare_mounts(self, rec: dict, rootfs: str) -> None:
+        """Before each start (a worker thread): volumes made with driver options mounted, a
+        new empty volume filled with the image's content at its path (first start only,
+        unless ``nocopy``: dockerd's copy-up), missing host directories of ``-v`` binds made."""
+        for p in rec.get("MountPoints") or []:
+            if p["Type"] == "bind" and p.get("CreateSource") and not os.path.exists(p["Source"]):
+                os.makedirs(p["Source"], mode=0o755, exist_ok=True)
+            elif p["Type"] == "volume":
+                volumes = self._volumes()
+                p["Source"] = volumes.activate(p["Name"])
+                if p.get("CopyData"):
+                    volumes.copy_up(p["Name"], rootfs, p["Destination"])
+                    p["CopyData"] = False
+
+    def _volume_events(self, cid: str, rec: dict, action: str) -> None:
+        for p in rec.get("MountPoints") or []:
+            if p["Type"] == "volume":
+                attrs = {"container": cid, "driver": p.get("Driver") or "local"}
+                if action == "mount":
+                    attrs.update({"destination": p["Destination"], "propagation": p.get("Propagation") or "",
+                                  "read/write": str(bool(p.get("RW"))).lower()})
+                self.events.publish("volume", action, p["Name"], attrs)
+
+    def _release_volumes(self, cid: str, rec: dict) -> None:
+        """After an exit: unmount the volumes with driver options that no running container uses."""
+        volumes = self.daemon.services.get("volumes")
+        if volumes is None:
+            return
+        for p in rec.get("MountPoints") or []:
+            if p["Type"] == "volume":
+                with contextlib.suppress(errors.BerthError, OSError):
+                    volumes.deactivate(p["Name"])
 
     def _log_options(self, rec: dict) -> tuple[int, int]:
         from berth.daemon.logs import parse_size
@@ -463,6 +519,7 @@ class ContainersService:
         try:
             rootfs = await self._mount_rootfs(cid, rec)
             etc = self._write_etc(cid, rec)
+            await self._blocking(self._prepare_mounts, rec, rootfs)
             spec = self._spec(cid, rec, rootfs, etc)
             atomic_write(os.path.join(self.bundle(cid), "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
             size, files = self._log_options(rec)
@@ -497,6 +554,7 @@ class ContainersService:
                   Pid=init_pid, ExitCode=0, Error="", StartedAt=started_at)
         rec["HasBeenStartedBefore"] = True
         self._save(rec)
+        self._volume_events(cid, rec, "mount")
         self._event(rec, "start")
         self._watch(cid, generation)
 
@@ -504,6 +562,7 @@ class ContainersService:
         """As dockerd: the exit code says why (127 not found, 126 not executable, 128
         otherwise), attached clients are let go, and an --rm container is removed."""
         self._unmount_rootfs(cid)
+        self._release_volumes(cid, rec)
         lower = message.lower()
         code = 127 if ("not found" in lower or "no such file" in lower) else 126 if "permission denied" in lower \
             else 128
@@ -613,6 +672,8 @@ class ContainersService:
                 await self._runtime_force_delete(cid)
                 shutil.rmtree(state_dir, ignore_errors=True)
             self._unmount_rootfs(cid)
+            self._release_volumes(cid, rec)
+            self._volume_events(cid, rec, "unmount")
             for eid in list(rec.get("ExecIDs") or []):
                 ex = self._execs.get(eid)
                 if ex is not None and ex["Running"]:
@@ -682,7 +743,7 @@ class ContainersService:
 
     async def _auto_remove(self, cid: str) -> None:
         with contextlib.suppress(NotFound, Conflict):
-            await self.remove(cid, force=True)
+            await self.remove(cid, force=True, volumes=True)  # as dockerd: --rm takes anonymous volumes too
 
     def _exit_future(self, cid: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -937,6 +998,11 @@ class ContainersService:
                 await self._blocking(shutil.rmtree, self.dir(cid), True)
                 self.db.delete(KIND, cid)
                 self._records.pop(cid, None)
+                if volumes:  # rm -v: the anonymous volumes nothing else uses; named ones stay
+                    anonymous = [p["Name"] for p in rec.get("MountPoints") or [] if p["Type"] == "volume"]
+                    volumes_svc = self.daemon.services.get("volumes")
+                    if volumes_svc is not None and anonymous:
+                        await volumes_svc.remove_anonymous(anonymous)
                 for eid in rec.get("ExecIDs") or []:
                     self._execs.pop(eid, None)
                 self._backoff.pop(cid, None)
@@ -1241,21 +1307,7 @@ class ContainersService:
         return size_rw, size_rw + int(rec.get("ImageSize") or 0)
 
     def _mounts_view(self, rec: dict) -> list[dict]:
-        out = []
-        for bind in rec["HostConfig"].get("Binds") or []:
-            src, dest, opts = specgen.parse_bind(bind)
-            if src.startswith("/"):
-                prop = next((o for o in opts if o.endswith(("shared", "slave", "private"))), "rprivate")
-                out.append({"Type": "bind", "Source": src, "Destination": dest, "Mode": ",".join(opts),
-                            "RW": "ro" not in opts, "Propagation": prop})
-        for m in rec["HostConfig"].get("Mounts") or []:
-            out.append({"Type": m.get("Type") or "volume", "Source": m.get("Source") or "",
-                        "Destination": m.get("Target"), "Mode": "", "RW": not m.get("ReadOnly"),
-                        "Propagation": (m.get("BindOptions") or {}).get("Propagation") or ""})
-        for v in rec.get("Volumes") or []:
-            out.append({k: v[k] for k in ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW",
-                                          "Propagation")})
-        return out
+        return [mountspec.view(p) for p in rec.get("MountPoints") or []]
 
     def _network_view(self, rec: dict) -> dict:
         mode = rec["HostConfig"].get("NetworkMode") or "bridge"
@@ -1343,7 +1395,12 @@ class ContainersService:
                 continue
             elif key == "is-task":
                 continue
-            elif key in ("network", "volume", "health", "publish", "expose", "isolation"):
+            elif key == "volume":
+                points = rec.get("MountPoints") or []
+                if not any(p.get("Name") == w or p["Destination"] == w or p.get("Source") == w
+                           for w in wanted for p in points):
+                    return False
+            elif key in ("network", "health", "publish", "expose", "isolation"):
                 continue
             else:
                 raise InvalidArgument(f"invalid filter '{key}'")
@@ -1375,4 +1432,5 @@ class ContainersService:
         return out
 
 
-_PRIVATE = ("SnapshotKey", "ManuallyStopped", "Generation", "ImageSize", "HasBeenStartedBefore", "Volumes")
+_PRIVATE = ("SnapshotKey", "ManuallyStopped", "Generation", "ImageSize", "HasBeenStartedBefore", "Volumes",
+            "MountPoints")
