@@ -12,23 +12,31 @@ their daemon killed by pid. The image is the same everywhere: berthd's embedded
    warm-up: ``berth``, the ``docker`` CLI against berthd (the same daemon, Docker's
    client: separates client cost from daemon cost), ``docker`` against dockerd, and
    ``podman --runtime runc run --rm --ulimit … --network none`` (no daemon). Also the
-   clients' floor: ``berth version`` and ``docker version`` against berthd.
+   clients' floor: ``berth version`` and ``docker version`` against berthd. Besides the
+   wall time, the CPU time of each run: the client's (with what it reaped), the daemons'
+   (with the children they reaped, e.g. the first stage of a shim) and the whole
+   machine's (everything busy on every CPU: shims, runtimes, kernel, and anything else
+   that runs meanwhile on a shared machine).
 2. Resident memory (VmRSS, and Pss from smaps_rollup): berthd idle after startup and one
    run, dockerd + containerd likewise (sum); the per-container process of a running
    ``run -d busybox sleep 60`` (the parent of the container's init: berth-shim,
    containerd-shim-runc-v2, conmon).
 3. N containers (default 50) started at once: N concurrent ``run -d busybox sleep 60``,
-   timed until the daemon lists N running containers; the per-container processes'
-   memory while they run; then one ``rm -f`` of all N, timed until none is left.
+   timed until the daemon lists N running containers (``GET /containers/json``, what
+   ``ps -q`` asks; polled every 0.1 s; podman: ``podman ps -q``); the CPU spent per
+   container (clients, daemons, the per-container processes with the runtime commands
+   they reaped); the per-container processes' memory while all N run; then one
+   ``rm -f`` of all N, timed until none is left.
 
-Containers get no network beyond ``lo`` everywhere: Berth has no networks yet, dockerd
+Containers get no network beyond ``lo`` everywhere: berthd does not wire networks yet, dockerd
 runs with ``"bridge": "none"`` (its default network is then "none"), podman with
 ``--network none``; so the host's interfaces and iptables are never touched.
 
-    bench_daemon.py [--runs 20] [--warmup 2] [--burst 50] [--burst-rounds 2]
+    bench_daemon.py [--runs 30] [--warmup 2] [--burst 50] [--burst-rounds 3]
                     [--only berth,docker-berthd,docker,podman] [--out DIR] [--quick] [--json]
 
-As root. ``--quick``: 5 runs, 1 warm-up, 10 containers in one burst round.
+As root. ``--quick``: 5 runs, 1 warm-up, 10 containers in one burst round (~15 s). The
+default takes about 1.5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -165,6 +173,16 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def uss(pid: int) -> int:
+    """Private memory (Private_Clean + Private_Dirty) in bytes: what the process alone holds."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
@@ -177,9 +195,13 @@ def comm(pid: int) -> str:
 
 
 def exe_name(pid: int) -> str:
-    """The basename of argv[0] (comm is cut at 15 characters)."""
+    """The process's name: comm, or the basename of argv[0] where comm is cut at 15 characters
+    (a script's comm is the script's name, its argv[0] the interpreter's)."""
+    name = comm(pid)
+    if len(name) < 15:
+        return name
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return os.path.basename(f.read().split(b"\0")[0].decode(errors="replace")) or comm(pid)
+        return os.path.basename(f.read().split(b"\0")[0].decode(errors="replace")) or name
 
 
 def pids_with_arg(needle: str) -> list[tuple[int, int | None]]:
@@ -539,7 +561,7 @@ class Series:
                 "failure": self.failure}
 
 
-def bench_runs(series: list[Series], runs: int, warmup: int, after_warmup: Callable[[], None]) -> None:
+def bench_runs(series: list[Series], runs: int, warmup: int) -> None:
     """Warm-up rounds, then ``runs`` rounds; each round runs every series once, starting
     one further along each time."""
     for r in range(warmup + runs):
@@ -553,8 +575,6 @@ def bench_runs(series: list[Series], runs: int, warmup: int, after_warmup: Calla
             except (Failed, OSError, subprocess.TimeoutExpired) as e:
                 s.failure = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
                 log(f"{s.name} failed, dropped: {s.failure}")
-        if r == warmup - 1 or (warmup == 0 and r == 0):
-            after_warmup()
         if r >= warmup and (r - warmup + 1) % 5 == 0:
             log(f"run round {r - warmup + 1}/{runs}: " + ", ".join(
                 f"{s.name} {statistics.median(s.times):.3f}" for s in series if s.times))
@@ -568,7 +588,7 @@ def per_container_process(stack: Stack, cid: str) -> dict:
     """The container's supervisor: the parent of its init (berth-shim, containerd-shim, conmon)."""
     init = stack.container_pid(cid)
     sup = ppid(init)
-    return {"pid": sup, "comm": exe_name(sup), "vmrss": vmrss(sup), "pss": pss(sup)}
+    return {"pid": sup, "comm": exe_name(sup), "vmrss": vmrss(sup), "pss": pss(sup), "uss": uss(sup)}
 
 
 def burst(stack: Stack, n: int, poll: float = 0.1, timeout: float = 300) -> dict:
@@ -624,6 +644,7 @@ def burst(stack: Stack, n: int, poll: float = 0.1, timeout: float = 300) -> dict
         result["supervisors"] = len(sups)
         result["supervisor_mean_vmrss"] = statistics.mean(s["vmrss"] for s in sups)
         result["supervisor_mean_pss"] = statistics.mean(s["pss"] for s in sups)
+        result["supervisor_mean_uss"] = statistics.mean(s["uss"] for s in sups)
         result["supervisor_comm"] = sorted({s["comm"] for s in sups})
     result["daemons_with_n"] = memory_of(stack.daemon_pids())
     ids = ids or stack.all_ids()
@@ -648,20 +669,20 @@ def burst(stack: Stack, n: int, poll: float = 0.1, timeout: float = 300) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=None, help="timed runs of each (default 20; --quick 5)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs of each (default 30; --quick 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; --quick 1)")
     parser.add_argument("--burst", type=int, default=None, help="containers started at once (default 50; --quick 10)")
-    parser.add_argument("--burst-rounds", type=int, default=None, help="bursts per stack (default 2; --quick 1)")
+    parser.add_argument("--burst-rounds", type=int, default=None, help="bursts per stack (default 3; --quick 1)")
     parser.add_argument("--only", default="berth,docker-berthd,docker,podman",
                         help="stacks: berth, docker-berthd (the docker CLI on berthd), docker, podman")
     parser.add_argument("--out", metavar="DIR", default="/var/tmp", help="where the roots go (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="fewer runs, a small burst: a smoke run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    runs = args.runs if args.runs is not None else (5 if args.quick else 20)
+    runs = args.runs if args.runs is not None else (5 if args.quick else 30)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     burst_n = args.burst if args.burst is not None else (10 if args.quick else 50)
-    burst_rounds = args.burst_rounds if args.burst_rounds is not None else (1 if args.quick else 2)
+    burst_rounds = args.burst_rounds if args.burst_rounds is not None else (1 if args.quick else 3)
     chosen = [c for c in args.only.split(",") if c]
     for c in chosen:
         if c not in ("berth", "docker-berthd", "docker", "podman"):
@@ -746,21 +767,29 @@ def main(argv: list[str] | None = None) -> int:
         if "docker-berthd" in chosen:
             series.append(Series("docker version (berthd)", ["docker", "-H", f"unix://{berth.sock}", "version"],
                                  docker_env, berthd_pids))
+        # --- 2a. the daemons idle, after start-up and one run (which also shows the network
+        # interfaces a container gets: the same work everywhere means only lo)
         memory: dict = {}
-
-        def idle_memory() -> None:
-            for name in ("berth", "docker"):
-                if name in stacks and name in chosen:
-                    memory.setdefault("idle_after_one_run", {}).update(memory_of(stacks[name].daemon_pids()))
+        interfaces = {}
+        for name in ("berth", "docker", "podman"):
+            if name in chosen:
+                stack = stacks[name]
+                out = run(stack.run_argv("--rm", IMAGE, "cat", "/proc/net/dev"), env=stack.client_env()).stdout
+                interfaces[name] = [line.split(":")[0].strip() for line in out.splitlines() if ":" in line]
+        result["container_interfaces"] = interfaces
+        time.sleep(1.0)
+        for name in ("berth", "docker"):
+            if name in chosen:
+                memory.setdefault("idle_after_one_run", {}).update(memory_of(stacks[name].daemon_pids()))
 
         log(f"run --rm {IMAGE} true: {warmup} warm-up + {runs} rounds of {', '.join(s.name for s in series)}")
-        bench_runs(series, runs, warmup, idle_memory)
+        bench_runs(series, runs, warmup)
         result["run"] = {s.name: s.summary() for s in series}
         for name in ("berth", "docker"):
             if name in stacks and name in chosen:
                 memory.setdefault("idle_after_runs", {}).update(memory_of(stacks[name].daemon_pids()))
 
-        # --- 2. one running container's supervisor ---------------------------------------------
+        # --- 2b. one running container's supervisor --------------------------------------------
         supervisors = {}
         for name in ("berth", "docker", "podman"):
             if name not in chosen:
@@ -837,6 +866,7 @@ def summarize_bursts(bs: list[dict]) -> dict:
     if all("supervisor_mean_vmrss" in b for b in ok):
         out["supervisor_mean_vmrss"] = statistics.median(b["supervisor_mean_vmrss"] for b in ok)
         out["supervisor_mean_pss"] = statistics.median(b["supervisor_mean_pss"] for b in ok)
+        out["supervisor_mean_uss"] = statistics.median(b["supervisor_mean_uss"] for b in ok)
     return out
 
 
@@ -856,13 +886,17 @@ def ratios(result: dict) -> dict:
     sup = mem.get("supervisor", {})
     for other in ("docker", "podman"):
         if "vmrss" in sup.get("berth", {}) and "vmrss" in sup.get(other, {}):
-            for kind in ("vmrss", "pss"):
+            for kind in ("vmrss", "pss", "uss"):
                 out[f"supervisor {kind} berth-shim/{sup[other]['comm']}"] = sup["berth"][kind] / sup[other][kind]
     bursts = result.get("burst", {})
     for other in ("docker", "podman"):
         if "all_running_s" in bursts.get("berth", {}) and "all_running_s" in bursts.get(other, {}):
             out[f"burst start berth/{other}"] = bursts["berth"]["all_running_s"] / bursts[other]["all_running_s"]
             out[f"burst rm berth/{other}"] = bursts["berth"]["rm_s"] / bursts[other]["rm_s"]
+            for kind in ("vmrss", "pss", "uss"):
+                key = f"supervisor_mean_{kind}"
+                if key in bursts["berth"] and key in bursts[other]:
+                    out[f"burst per-container {kind} berth/{other}"] = bursts["berth"][key] / bursts[other][key]
     return out
 
 
@@ -886,6 +920,9 @@ def _ms(value: float | None) -> str:
 def report(result: dict) -> None:
     m = result["machine"]
     print(f"machine: {m['cpus']} cpus, cgroup {m['cgroup']}, kernel {m['kernel']}")
+    if result.get("container_interfaces"):
+        print("network interfaces in a container: " + ", ".join(
+            f"{n} {'+'.join(i) or '-'}" for n, i in result["container_interfaces"].items()))
     print(f"\n1. run --rm {IMAGE} true: {result['runs']} runs each, interleaved, after {result['warmup']} warm-up rounds")
     print(f"  {'':26s} {'median':>7s} {'p90':>7s} {'min':>7s}   CPU ms per run (mean): client, daemon, whole machine")
     for name, s in result.get("run", {}).items():
@@ -896,16 +933,17 @@ def report(result: dict) -> None:
         else:
             print(f"  {name:26s} failed: {s.get('failure')}")
     mem = result.get("memory", {})
-    print("\n2. resident memory, MiB (VmRSS / Pss)")
+    print("\n2. resident memory, MiB (VmRSS / Pss; per container also private memory, USS)")
     for label, key in (("daemons idle after one run", "idle_after_one_run"),
-                       (f"daemons idle after {result['runs'] + result['warmup']} runs", "idle_after_runs"),
+                       ("daemons idle after the run series", "idle_after_runs"),
                        ("daemons with one container running", "daemons_one_running")):
         if mem.get(key):
             print(f"  {label}: " + ", ".join(f"{n} {v['vmrss'] / MiB:.1f} / {v['pss'] / MiB:.1f}"
                                              for n, v in mem[key].items()))
     for name, v in mem.get("supervisor", {}).items():
         if "vmrss" in v:
-            print(f"  per container, {name:7s} {v['comm']:24s} {v['vmrss'] / MiB:.1f} / {v['pss'] / MiB:.1f}")
+            print(f"  per container, {name:7s} {v['comm']:24s} {v['vmrss'] / MiB:.1f} / {v['pss'] / MiB:.1f} / "
+                  f"USS {v['uss'] / MiB:.1f}")
         else:
             print(f"  per container, {name:7s} failed: {v.get('failure')}")
     print(f"\n3. {result['burst_n']} containers at once (median of {result['burst_rounds']} rounds)")
@@ -921,7 +959,8 @@ def report(result: dict) -> None:
               f"rm: client {_ms(rc['client'])}, daemon {_ms(rc['daemon'])}, whole machine {_ms(rc['machine'])}")
         if "supervisor_mean_vmrss" in b:
             print(f"          per-container process with {result['burst_n']} running: "
-                  f"{b['supervisor_mean_vmrss'] / MiB:.1f} MiB VmRSS, {b['supervisor_mean_pss'] / MiB:.1f} MiB Pss")
+                  f"{b['supervisor_mean_vmrss'] / MiB:.1f} MiB VmRSS, {b['supervisor_mean_pss'] / MiB:.1f} MiB Pss, "
+                  f"{b['supervisor_mean_uss'] / MiB:.1f} MiB USS")
     print("\nratios")
     for k, v in result.get("ratios", {}).items():
         print(f"  {k:55s} {v:.2f}")

@@ -14,7 +14,9 @@ import re
 import secrets
 import stat
 import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from tests.support.daemon import Berthd, berthd, busybox_tar  # noqa: F401 - fix
 pytestmark = pytest.mark.integration
 
 ANONYMOUS = "com.docker.volume.anonymous"
+BERTH = os.path.join(os.path.dirname(sys.executable), "berth")
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -42,6 +45,12 @@ def names(d: Berthd, *filters: str) -> list[str]:
 
 def mounts(d: Berthd, container: str) -> dict[str, dict]:
     return {m["Destination"]: m for m in json.loads(ok(d.docker("inspect", "-f", "{{json .Mounts}}", container)))}
+
+
+def is_mount(path: str) -> bool:
+    """From mountinfo: a bind mount within one filesystem is a mount too."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
 
 
 def uniq(prefix: str) -> str:
@@ -128,12 +137,12 @@ def test_copy_up_of_image_content(berthd: Berthd) -> None:
 
 
 def test_symlinks_and_modes_copied(berthd: Berthd) -> None:
-    name = uniq("binvol")
-    out = ok(berthd.docker("run", "--rm", "-v", f"{name}:/bin", "-v", f"{uniq('tmpvol')}:/tmp", berthd.image,
+    name, tmp = uniq("binvol"), uniq("tmpvol")
+    out = ok(berthd.docker("run", "--rm", "-v", f"{name}:/bin", "-v", f"{tmp}:/tmp", berthd.image,
                            "sh", "-c", "readlink /bin/sh; stat -c %a /tmp"))
     assert out.split() == ["busybox", "1777"]
     assert os.readlink(os.path.join(volume(berthd, name)["Mountpoint"], "ls")) == "busybox"
-    ok(berthd.docker("volume", "prune", "-af", "--filter", "label!=keep"))
+    ok(berthd.docker("volume", "rm", name, tmp))
 
 
 def test_anonymous_volumes_and_rm_v(berthd: Berthd) -> None:
@@ -156,7 +165,14 @@ def test_anonymous_volumes_and_rm_v(berthd: Berthd) -> None:
     assert anon2 in names(berthd, "dangling=true")
     deleted = ok(berthd.docker("volume", "prune", "-f"))
     assert anon2 in deleted and named not in deleted and named in names(berthd)
-    ok(berthd.docker("volume", "rm", named))
+    berthd.api.version = "v1.41"  # before 1.42, prune takes named volumes too (as dockerd)
+    try:
+        status, body = berthd.api.post("/volumes/prune", filters=json.dumps({"label": [f"nope={named}"]}))
+        assert status == 200 and body["VolumesDeleted"] is None
+        status, body = berthd.api.post("/volumes/prune")
+        assert status == 200 and named in body["VolumesDeleted"]
+    finally:
+        berthd.api.version = "v1.43"
 
 
 def test_run_rm_removes_anonymous_volumes(berthd: Berthd) -> None:
@@ -199,7 +215,9 @@ def test_volumes_from(berthd: Berthd) -> None:
     out = ok(berthd.docker("run", "--rm", "--volumes-from", f"{src}:ro", berthd.image, "sh", "-c",
                            "cat /shared/more; touch /shared/x 2>/dev/null || echo read-only"))
     assert out.split() == ["more", "read-only"]
-    proc = berthd.docker("run", "--rm", "--volumes-from", "no-such-container", berthd.image, "true")
+    # (a 404 from create makes the docker CLI pull the image, as with dockerd: --pull never)
+    proc = berthd.docker("run", "--rm", "--pull", "never", "--volumes-from", "no-such-container", berthd.image,
+                         "true")
     assert proc.returncode == 125 and "No such container: no-such-container" in proc.stderr
     ok(berthd.docker("rm", "-v", src))
     ok(berthd.docker("volume", "rm", vol))
@@ -237,18 +255,45 @@ def test_driver_options_tmpfs_volume(berthd: Berthd) -> None:
     out = ok(berthd.docker("run", "--rm", "-v", f"{name}:/v", berthd.image, "sh", "-c",
                            "grep ' /v ' /proc/mounts; echo x > /v/f; ls /v"))
     assert "tmpfs" in out and "size=2048k" in out and "f" in out.split()
-    assert not os.path.ismount(volume(berthd, name)["Mountpoint"])  # unmounted after the last container
+    assert not is_mount(volume(berthd, name)["Mountpoint"])  # unmounted after the last container
+    ok(berthd.docker("volume", "rm", name))
+
+
+def test_driver_options_bind_volume_keeps_host_files(berthd: Berthd) -> None:
+    host = berthd.base / uniq("hostdir")
+    host.mkdir()
+    (host / "mine").write_text("host data\n")
+    name = uniq("bindvol")
+    ok(berthd.docker("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={host}", name))
+    out = ok(berthd.docker("run", "--rm", "-v", f"{name}:/b", berthd.image, "sh", "-c",
+                           "cat /b/mine; echo new > /b/new"))
+    assert out == "host data\n" and (host / "new").read_text() == "new\n"
+    assert not is_mount(volume(berthd, name)["Mountpoint"])
+    ok(berthd.docker("volume", "rm", name))
+    assert sorted(os.listdir(host)) == ["mine", "new"]  # removing the volume never touches the host's files
+
+
+def test_parallel_starts_copy_up_once(berthd: Berthd) -> None:
+    name = uniq("par")
+    with ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda _: berthd.docker("run", "--rm", "-v", f"{name}:/etc", berthd.image, "sh", "-c",
+                                                      "grep -c root /etc/passwd"), range(4)))
+    assert [p.returncode for p in procs] == [0] * 4, [p.stderr for p in procs]
+    assert all(int(p.stdout) >= 1 for p in procs)
     ok(berthd.docker("volume", "rm", name))
 
 
 def test_in_use_volume_is_not_removed(berthd: Berthd) -> None:
-    name, ctr = uniq("busy"), uniq("user")
-    cid = ok(berthd.docker("create", "--name", ctr, "-v", f"{name}:/v", berthd.image, "true")).strip()
+    name, ctr, scope = uniq("busy"), uniq("user"), uniq("scope")
+    cid = ok(berthd.docker("create", "--name", ctr, "--mount",
+                           f"type=volume,source={name},target=/v,volume-label=scope={scope}", berthd.image,
+                           "true")).strip()
+    assert volume(berthd, name)["Labels"] == {"scope": scope}  # made on demand, with --mount's labels
     status, body = berthd.api.delete(f"/volumes/{name}", force=1)
     assert status == 409 and body["message"] == f"remove {name}: volume is in use - [{cid}]"
     proc = berthd.docker("volume", "rm", name)
     assert proc.returncode == 1 and f"remove {name}: volume is in use - [{cid}]" in proc.stderr
-    assert name not in ok(berthd.docker("volume", "prune", "-af"))
+    assert name not in ok(berthd.docker("volume", "prune", "-af", "--filter", f"label=scope={scope}"))
     assert ok(berthd.docker("ps", "-a", "-q", "--no-trunc", "--filter", f"volume={name}")).split() == [cid]
     # as docker-compose down -v does: the containers first, then the named volume
     ok(berthd.docker("rm", ctr))
@@ -268,5 +313,45 @@ def test_system_df_shows_volumes(berthd: Berthd) -> None:
     assert "Local Volumes space usage:" in out
     row = next(line for line in out.splitlines() if line.startswith(name))
     assert row.split()[1:] == ["1", "3kB"]
+    ok(berthd.docker("rm", ctr))
+    ok(berthd.docker("volume", "rm", name))
+
+
+def test_berth_cli_volumes(berthd: Berthd) -> None:
+    """Berth's own CLI: volume create/ls/inspect/rm/prune, -v, --mount, --volumes-from, rm -v."""
+    def berth(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([BERTH, "-H", f"unix://{berthd.socket}", *args], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+
+    name, src = uniq("bv"), uniq("bsrc")
+    assert ok(berth("volume", "create", "--label", "via=berth", name)).strip() == name
+    assert ok(berth("volume", "ls", "-q", "--filter", "label=via=berth")).split() == [name]
+    assert ok(berth("volume", "inspect", "-f", "{{.Driver}} {{.Labels.via}}", name)).strip() == "local berth"
+    ok(berth("create", "--name", src, "-v", f"{name}:/d", "-v", "/anon", berthd.image, "true"))
+    anon = mounts(berthd, src)["/anon"]["Name"]
+    out = ok(berth("run", "--rm", "--volumes-from", f"{src}:ro", "--mount", "type=tmpfs,dst=/t,tmpfs-size=1m",
+                   berthd.image, "sh", "-c", "grep -c ' /t tmpfs' /proc/mounts; touch /d/x 2>/dev/null || echo ro"))
+    assert out.split() == ["1", "ro"]
+    proc = berth("volume", "rm", name)
+    assert proc.returncode == 1 and "volume is in use" in proc.stderr
+    ok(berth("rm", "-v", src))
+    assert anon not in names(berthd)
+    assert name in ok(berth("volume", "prune", "-a", "-f", "--filter", "label=via=berth"))
+    assert name not in names(berthd)
+
+
+def test_volumes_survive_a_daemon_crash(berthd: Berthd) -> None:
+    """Records and references come back after SIGKILL; what a crash left half-made is removed."""
+    name, ctr = uniq("durable"), uniq("holder")
+    ok(berthd.docker("run", "--name", ctr, "-v", f"{name}:/d", berthd.image, "sh", "-c", "echo kept > /d/f"))
+    orphan = berthd.data_root / "volumes" / uniq("orphan") / "_data"
+    orphan.mkdir(parents=True)
+    berthd.kill()
+    berthd.start()
+    assert not orphan.parent.exists()
+    assert name in names(berthd, "dangling=false")
+    proc = berthd.docker("volume", "rm", name)
+    assert proc.returncode == 1 and "volume is in use" in proc.stderr
+    assert ok(berthd.docker("run", "--rm", "-v", f"{name}:/d", berthd.image, "cat", "/d/f")) == "kept\n"
     ok(berthd.docker("rm", ctr))
     ok(berthd.docker("volume", "rm", name))

@@ -72,7 +72,7 @@ def test_volumes_from() -> None:
     source = [mountspec.parse_bind("vv:/v"), mountspec.parse_bind("/h:/h:ro")]
     copied = mountspec.inherit(source, "ro")
     assert [p["RW"] for p in copied] == [False, False]
-    assert all(not p["CopyData"] and not p["Anonymous"] for p in copied)
+    assert all(not p["CopyData"] for p in copied)
     assert [p["RW"] for p in mountspec.inherit(source, "rw")] == [True, False]
 
 

@@ -4,8 +4,9 @@ commands and flags.
     berth [-H unix:///run/berth/berth.sock] COMMAND [ARGS...]      ($BERTH_HOST as well)
 
 Each command group lives in its own module (berth_images, berth_run, berth_containers,
-berth_system), imported only when its command runs. Errors are one line, as Docker's:
-``Error response from daemon: …`` (exit 1; 125 for run and create), flag errors exit 125.
+berth_system, berth_volumes), imported only when its command runs. Errors are one line,
+as Docker's: ``Error response from daemon: …`` (exit 1; 125 for run and create), flag
+errors exit 125.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ GROUPS: dict[str, dict[str, str]] = {
                   "unpause": "unpause", "wait": "wait", "rename": "rename", "update": "update", "exec": "exec",
                   "attach": "attach", "prune": "container-prune"},
     "system": {"df": "system-df", "prune": "system-prune", "info": "info", "events": "events"},
+    "volume": {"create": "volume-create", "ls": "volume-ls", "list": "volume-ls", "inspect": "volume-inspect",
+               "rm": "volume-rm", "remove": "volume-rm", "prune": "volume-prune"},
 }
 HIDDEN: dict[str, tuple[str, str]] = {
     "image-inspect": ("berth_images", "image_inspect"),
@@ -71,6 +74,11 @@ HIDDEN: dict[str, tuple[str, str]] = {
     "container-prune": ("berth_containers", "container_prune"),
     "system-df": ("berth_system", "df"),
     "system-prune": ("berth_system", "prune"),
+    "volume-create": ("berth_volumes", "create"),
+    "volume-ls": ("berth_volumes", "ls"),
+    "volume-inspect": ("berth_volumes", "inspect"),
+    "volume-rm": ("berth_volumes", "rm"),
+    "volume-prune": ("berth_volumes", "prune"),
 }
 DAEMON_ERROR_125 = ("run", "create")
 
@@ -88,6 +96,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   system      Manage Berth
+  volume      Manage volumes
 
 Commands:
 """

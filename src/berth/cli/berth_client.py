@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing would cost every berth command ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 API_VERSION = "1.43"
 DEFAULT_HOST = "unix:///run/berth/berth.sock"
@@ -162,6 +164,26 @@ def host_path(host: str) -> str:
     raise ConnectionFailed(f"unsupported host {host!r}: only unix:// sockets are supported")
 
 
+# urllib.parse's quote and urlencode, without importing urllib.parse (~2 ms of every command)
+_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_PATH_SAFE = _ALWAYS_SAFE | frozenset(b"/:@!$&'()*+,;=")
+_FORM_SAFE = _ALWAYS_SAFE | frozenset(b" ")
+
+
+def quote(text: str, safe: frozenset[int] = _PATH_SAFE) -> str:
+    """Percent-encode the UTF-8 bytes of ``text`` that are not in ``safe`` (as ``urllib.parse.quote``)."""
+    raw = text.encode("utf-8")
+    if all(b in safe for b in raw):
+        return text
+    return "".join(chr(b) if b in safe else f"%{b:02X}" for b in raw)
+
+
+def urlencode(pairs: list[tuple[str, str]]) -> str:
+    """``urllib.parse.urlencode`` of string pairs: ``quote_plus`` of each key and value."""
+    return "&".join(quote(k, _FORM_SAFE).replace(" ", "+") + "=" + quote(v, _FORM_SAFE).replace(" ", "+")
+                    for k, v in pairs)
+
+
 def _query(query: dict[str, Any] | None) -> str:
     if not query:
         return ""
@@ -176,7 +198,7 @@ def _query(query: dict[str, Any] | None) -> str:
             elif isinstance(v, dict):
                 v = json.dumps(v)
             pairs.append((key, str(v)))
-    return "?" + urllib.parse.urlencode(pairs) if pairs else ""
+    return "?" + urlencode(pairs) if pairs else ""
 
 
 def _read_head(reader: _Reader) -> tuple[int, dict[str, str]]:
@@ -204,7 +226,7 @@ class Client:
         self.path = host_path(self.host)
 
     def _url(self, path: str, query: dict[str, Any] | None) -> str:
-        return urllib.parse.quote(f"/v{API_VERSION}{path}", safe="/:@!$&'()*+,;=-._~") + _query(query)
+        return quote(f"/v{API_VERSION}{path}") + _query(query)
 
     def _connect(self, timeout: float | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

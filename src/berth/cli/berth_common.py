@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: importing typing would cost every berth command ~4 ms
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 class UsageError(Exception):

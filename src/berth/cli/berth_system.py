@@ -166,6 +166,12 @@ def df(api: Client, argv: list[str]) -> int:
                 irows.append([repo, tag, i["Id"].split(":")[-1][:12], human_size(i.get("Size") or 0),
                               str(i.get("Containers", 0))])
         sys.stdout.write(table(irows))
+        print("\nLocal Volumes space usage:\n")
+        vrows = [["VOLUME NAME", "LINKS", "SIZE"]]
+        for v in volumes:
+            usage = v.get("UsageData") or {}
+            vrows.append([v.get("Name", ""), str(usage.get("RefCount", 0)), human_size(usage.get("Size") or 0)])
+        sys.stdout.write(table(vrows))
     return 0
 
 

@@ -8,6 +8,7 @@ and the mount points a container gets from them.
     plan(config, host_config, inherited, check_sources) -> [MountPoint]
     validate(host_config)                                    create-time checks without the filesystem
     oci_mounts(points) -> [OCI mount]                        for config.json
+    tmpfs_mount(dest, "size=1m,exec") -> OCI mount           --tmpfs
     by_depth(mounts)                                         dockerd's order: parents before children
     check_volume_name(name)                                  the local driver's rule
 
@@ -15,7 +16,7 @@ A MountPoint is the dict ``docker inspect`` shows under ``Mounts`` (Type, Name, 
 Destination, Driver, Mode, RW, Propagation) plus private fields, dropped from views:
 
     CopyData      copy the image's content into the volume at the first start, if it is empty
-    Anonymous     the volume has no name of the user's (made for this container)
+    Anonymous     the volume has no name of the user's: ``rm -v`` and ``--rm`` remove it
     CreateSource  a ``-v`` bind whose host directory is made if missing (``--mount`` refuses)
     Spec          the mount as asked (VolumeOptions, BindOptions, TmpfsOptions, ReadOnly)
 
@@ -183,14 +184,11 @@ def _from_spec(spec: dict, check_source: bool) -> dict:
             raise _config_error(kind, "field TmpfsOptions must not be specified")
         if not source.startswith("/"):
             raise _config_error(kind, f"invalid mount path: '{source}' mount path must be absolute")
-        if check_source and not os.path.exists(source):
-            if (bind_opts or {}).get("CreateMountpoint"):
-                pass
-            else:
-                raise _config_error(kind, f"bind source path does not exist: {source}")
+        create = bool((bind_opts or {}).get("CreateMountpoint"))
+        if check_source and not create and not os.path.exists(source):
+            raise _config_error(kind, f"bind source path does not exist: {source}")
         return _point("bind", target, Source=_clean(source), RW=not readonly,
-                      Propagation=prop or DEFAULT_PROPAGATION, Spec=_spec_copy(spec),
-                      CreateSource=bool((bind_opts or {}).get("CreateMountpoint")))
+                      Propagation=prop or DEFAULT_PROPAGATION, Spec=_spec_copy(spec), CreateSource=create)
     if kind == "volume":
         if bind_opts:
             raise _config_error(kind, "field BindOptions must not be specified")
@@ -261,12 +259,12 @@ def parse_volumes_from(spec: str) -> tuple[str, str]:
 
 def inherit(points: list[dict], mode: str) -> list[dict]:
     """The mount points of another container, as ``--volumes-from CTR:MODE`` gives them:
-    read-only if either says so, never copied into, never owned."""
+    read-only if either says so, never copied into (an anonymous volume stays anonymous:
+    ``rm -v`` takes it once no container uses it, as dockerd's)."""
     out = []
     for p in points:
         cp = copy.deepcopy(p)
-        cp.update(Mode="", RW=bool(p.get("RW")) and _read_write(mode), CopyData=False, Anonymous=False,
-                  CreateSource=False)
+        cp.update(Mode="", RW=bool(p.get("RW")) and _read_write(mode), CopyData=False, CreateSource=False)
         out.append(cp)
     return out
 
@@ -287,6 +285,9 @@ def validate(host_config: dict) -> None:
 
 def plan(config: dict, host_config: dict, inherited: list[dict] | tuple = (), check_sources: bool = True) -> list[dict]:
     """Every mount point of a new container, in dockerd's precedence (module docstring)."""
+    driver = host_config.get("VolumeDriver") or "local"
+    if driver != "local":  # --volume-driver: only the local driver exists
+        raise InvalidArgument(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
     points: dict[str, dict] = {}
     for p in inherited:
         points[p["Destination"]] = p
@@ -337,11 +338,7 @@ def oci_mounts(points: list[dict]) -> list[dict]:
     for p in points:
         dest = p["Destination"]
         if p["Type"] == "tmpfs":
-            opts = ["noexec", "nosuid", "nodev"]
-            for opt in (o for o in tmpfs_options(p.get("Spec") or {}).split(",") if o):
-                if opt not in opts:
-                    opts.append(opt)
-            out.append({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts})
+            out.append(tmpfs_mount(dest, tmpfs_options(p.get("Spec") or {})))
             continue
         if not p.get("Source"):
             raise InvalidArgument(f"mount point {dest} has no source")
@@ -350,6 +347,20 @@ def oci_mounts(points: list[dict]) -> list[dict]:
                    p.get("Propagation") or DEFAULT_PROPAGATION]
         out.append({"destination": dest, "type": "bind", "source": p["Source"], "options": options})
     return out
+
+
+def tmpfs_mount(dest: str, options: str) -> dict:
+    """A tmpfs (``--tmpfs /run:size=1m,exec``, ``--mount type=tmpfs``): noexec, nosuid, nodev
+    unless the options say exec, suid, dev."""
+    opts = ["noexec", "nosuid", "nodev"]
+    for opt in (o.strip() for o in (options or "").split(",")):
+        if not opt:
+            continue
+        if opt in ("exec", "suid", "dev"):
+            opts = [o for o in opts if o != "no" + opt]
+        elif opt not in opts:
+            opts.append(opt)
+    return {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts}
 
 
 def by_depth(mounts: list[dict]) -> list[dict]:

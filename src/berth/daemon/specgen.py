@@ -174,12 +174,20 @@ def check_host_config(hc: dict) -> dict:
                               "available")
     if hc.get("Init") and find_init() is None:
         raise InvalidArgument("--init: no init binary found (install Debian's tini package: /usr/bin/tini-static)")
-    hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-    if not hc["LogConfig"].get("Type"):
-        hc["LogConfig"]["Type"] = "json-file"
-    if hc["LogConfig"]["Type"] != "json-file":
-        raise InvalidArgument(f"logging driver {hc['LogConfig']['Type']!r} is not supported (only json-file)")
+    log_config = dict(hc.get("LogConfig") or {})
+    log_config["Type"] = log_config.get("Type") or "json-file"
+    log_config["Config"] = log_config.get("Config") or {}
+    driver = log_config["Type"]
+    if driver not in ("json-file", "none"):
+        if driver in _DOCKER_LOG_DRIVERS:
+            raise InvalidArgument(f"logging driver {driver!r} is not supported (only json-file and none)")
+        raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")  # dockerd's words
+    hc["LogConfig"] = log_config
     return hc
+
+
+_DOCKER_LOG_DRIVERS = ("local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
+                       "logentries")
 
 
 def _cap_name(cap: str) -> str:
@@ -441,20 +449,8 @@ def resolve_user(rootfs: str, spec: str, group_add: list[str] | None = None) -> 
 
 
 # --- mounts ---------------------------------------------------------------------------------
-# -v, --mount and --volumes-from are parsed in berth.daemon.mountspec; what is left here is
-# --tmpfs and the default mounts.
-
-
-def tmpfs_mount(dest: str, options: str) -> dict:
-    opts = ["noexec", "nosuid", "nodev"]
-    for opt in (o.strip() for o in (options or "").split(",")):
-        if not opt:
-            continue
-        if opt in ("exec", "suid", "dev"):
-            opts = [o for o in opts if o != "no" + opt]
-        elif opt not in opts:
-            opts.append(opt)
-    return {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts}
+# -v, --mount, --volumes-from and --tmpfs mounts are made in berth.daemon.mountspec; what is
+# left here are the default mounts.
 
 
 def default_mounts(privileged: bool, readonly_sys: bool = True) -> list[dict]:
@@ -621,7 +617,7 @@ def generate(inp: SpecInput) -> dict:
         points = [p for p in mountspec.plan(config, hc, check_sources=False) if p["Type"] != "volume"]
     extra = mountspec.oci_mounts(points)
     for dest, options in (hc.get("Tmpfs") or {}).items():
-        extra.append(tmpfs_mount(dest, options))
+        extra.append(mountspec.tmpfs_mount(dest, options))
     extra.extend(inp.extra_mounts)
     user_dests = {m["destination"] for m in extra}
     mounts = [m for m in mounts if m["destination"] not in user_dests]

@@ -6,8 +6,11 @@ ContainerConfigWrapper.HostConfig.Memory of type int64``), never a 500 from deep
     check_create(body)      POST /containers/create   (Config + HostConfig + NetworkingConfig)
     check_update(body)      POST /containers/{id}/update
     check_exec(body)        POST /containers/{id}/exec
+    check_exec_start(body)  POST /exec/{id}/start
 
-As in Go, ``null`` is allowed everywhere (the zero value) and unknown fields are ignored.
+As in Go, ``null`` is allowed everywhere (the zero value), unknown fields are ignored, and
+a field's name matches case-insensitively: the body is changed in place to the canonical
+names (docker-py sends an exec's ``detachKeys``, which dockerd reads as ``DetachKeys``).
 A type is a Go type name (``"string"``, ``"bool"``, ``"int64"``, ``"[]string"``,
 ``"map[string]string"``, ``"strslice"`` for a string or a list of strings), a dict
 (a struct: field -> type), or ``("[]", item)`` / ``("map", value)``.
@@ -93,6 +96,8 @@ EXEC: dict[str, Any] = {
     "WorkingDir": "string", "Cmd": "strslice",
 }
 
+EXEC_START: dict[str, Any] = {"Detach": "bool", "Tty": "bool", "ConsoleSize": ("[]", "uint")}
+
 _GO_NAMES = {id(HOST_CONFIG): "container.HostConfig", id(CONFIG): "container.Config"}
 
 
@@ -106,6 +111,10 @@ def check_update(body: dict) -> None:
 
 def check_exec(body: dict) -> None:
     _check(body, EXEC, "ExecConfig", "")
+
+
+def check_exec_start(body: dict) -> None:
+    _check(body, EXEC_START, "ExecStartCheck", "")
 
 
 def _kind(value: Any) -> str:
@@ -138,12 +147,23 @@ def _type_name(spec: Any) -> str:
     return "map[string]" + ("struct {}" if item is None else _type_name(item))
 
 
+def _canonical_keys(value: dict, spec: dict) -> None:
+    """Go's decoder matches a field name case-insensitively when none matches exactly."""
+    lower = {key.lower(): key for key in spec}
+    for key in list(value):
+        if key not in spec:
+            canonical = lower.get(key.lower())
+            if canonical is not None and canonical not in value:
+                value[canonical] = value.pop(key)
+
+
 def _check(value: Any, spec: Any, top: str, path: str) -> None:  # noqa: C901 - one branch per Go kind
     if value is None:
         return
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             _fail(value, top, path, _type_name(spec))
+        _canonical_keys(value, spec)
         for key, sub in spec.items():
             if key in value:
                 _check(value[key], sub, top, f"{path}.{key}" if path else key)

@@ -212,10 +212,18 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if logs:
-                _tty, entries = service.logs(ref, stdout=stdout, stderr=stderr)
-                async for which, data in entries:
-                    writer.write(data if tty else frame(which, data))
-                await writer.drain()
+                # The logs are there at once: give the client the time to read the response's
+                # head alone (docker-py then reads the socket under its HTTP library's buffer,
+                # and would lose whatever came in the same read).
+                await asyncio.sleep(0.05)
+                try:
+                    _tty, entries = service.logs(ref, stdout=stdout, stderr=stderr)
+                except BerthError:  # the "none" log driver: nothing to replay
+                    entries = None
+                if entries is not None:
+                    async for which, data in entries:
+                        writer.write(data if tty else frame(which, data))
+                    await writer.drain()
             if pending is None:
                 return
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from berth.daemon.api._streams import frame, parse_detach_keys, relay
-from berth.daemon.api._validate import check_exec
+from berth.daemon.api._validate import check_exec, check_exec_start
 from berth.daemon.http import Hijack, HTTPError, Request, Response, json_response
 from berth.daemon.router import Router
 from berth.errors import BerthError
@@ -35,6 +35,7 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001
     async def start(request: Request) -> Response | Hijack:
         service = svc()
         body = await request.json()
+        check_exec_start(body)
         eid = request.params["id"]
         ex = service.exec_get(eid)
         if ex["Started"]:
@@ -44,21 +45,25 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001
             raise HTTPError(409, f"Container {ex['ContainerID']} is not running")
         if isinstance(body.get("ConsoleSize"), list):
             ex["Config"]["ConsoleSize"] = body["ConsoleSize"]
-        tty = body.get("Tty")
         if body.get("Detach"):
-            await service.exec_start(eid, detach=True, tty=tty)
+            await service.exec_start(eid, detach=True)
             return Response(200, b"", "text/plain; charset=utf-8")
-        use_tty = bool(tty) or bool(ex["Config"]["Tty"])
+        # As dockerd: the process has a terminal if the create asked for one; the stream is
+        # raw if the start asks for it (``Tty``), else multiplexed (docker-py starts an exec
+        # made with tty=True with Tty false, and reads frames of the terminal's output).
+        use_tty = bool(body.get("Tty"))
         keys = parse_detach_keys(ex.get("DetachKeys") or "")
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                _ex, (shim_reader, shim_writer) = await service.exec_start(eid, detach=False, tty=tty)
+                _ex, (shim_reader, shim_writer) = await service.exec_start(eid, detach=False)
             except BerthError as exc:
                 message = f"{exc}\r\n" if use_tty else f"{exc}\n"
                 writer.write(message.encode() if use_tty else frame(2, message.encode()))
                 await writer.drain()
                 return
+            if use_tty != bool(ex["Config"]["Tty"]):  # the shim frames the output of a process without a tty
+                shim_reader = _Reframed(shim_reader, wrap=not use_tty)
             result = await relay(reader, writer, shim_reader, shim_writer, stdin=bool(ex["OpenStdin"]),
                                  detach_keys=keys)
             if result != "detached":
@@ -74,3 +79,25 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001
     @router.route("GET", "/exec/{id}/json")
     async def inspect(request: Request) -> Response:
         return json_response(svc().exec_inspect(request.params["id"]))
+
+
+class _Reframed:
+    """A shim stream in the other framing: a terminal's raw output as stdout frames
+    (``wrap``), or the payloads of a multiplexed stream (unwrapped)."""
+
+    def __init__(self, reader: asyncio.StreamReader, wrap: bool) -> None:
+        self.reader = reader
+        self.wrap = wrap
+
+    async def read(self, n: int = -1) -> bytes:
+        if self.wrap:
+            data = await self.reader.read(n)
+            return frame(1, data) if data else b""
+        try:
+            while True:
+                header = await self.reader.readexactly(8)
+                size = int.from_bytes(header[4:8], "big")
+                if size:
+                    return await self.reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return b""

@@ -80,7 +80,10 @@ def register(router: Router, daemon: Any) -> None:  # noqa: C901 - one closure p
 
     @router.route("POST", "/images/load")
     async def load(request: Request) -> StreamResponse:
-        loaded = await service().load(request.iter_body())
+        try:
+            loaded = await service().load(request.iter_body())
+        except BerthError as e:  # dockerd answers 200 and reports a failed load in the stream
+            return StreamResponse(_once({"errorDetail": {"message": str(e)}, "error": str(e)}))
         lines = []
         for name in loaded:
             what = "Loaded image ID" if name.startswith("sha256:") else "Loaded image"

@@ -47,7 +47,7 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
                                                                   "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True,
             "CPUSet": True, "PidsLimit": True, "OomKillDisable": True, "IPv4Forwarding": True,
-            "Debug": daemon.config.debug, "NFd": len(os.listdir("/proc/self/fd")), "NGoroutines": 0,
+            "Debug": daemon.config.debug, "ExperimentalBuild": False, "NFd": len(os.listdir("/proc/self/fd")), "NGoroutines": 0,
             "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs", "CgroupVersion": _cgroup_version(), "KernelVersion": uname.release,
             "OperatingSystem": _os_name(), "OSType": "linux", "Architecture": uname.machine,

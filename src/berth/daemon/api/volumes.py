@@ -4,6 +4,8 @@
     POST   /volumes/create         {"Name", "Driver", "DriverOpts", "Labels"}       201, the volume (an existing
                                                                                      name answers the existing one)
     POST   /volumes/prune          ?filters={"label","label!","all"}               {"VolumesDeleted", "SpaceReclaimed"}
+                                   (unused anonymous volumes; named ones too with all=true, or
+                                   always before API 1.42, as dockerd)
     GET    /volumes/{name}                                                          the volume
     DELETE /volumes/{name}         ?force=                                          204; 409 when in use
 
@@ -35,6 +37,13 @@ def _check_create(body: dict) -> None:
                                             or not all(isinstance(v, str) for v in value.values())):
             raise HTTPError(400, f"json: cannot unmarshal {_go_type(value)} into Go struct field "
                                  f"CreateOptions.{key} of type map[string]string")
+
+
+def _older_than(version: str, than: tuple[int, int]) -> bool:
+    try:
+        return tuple(int(p) for p in version.split(".")) < than
+    except ValueError:
+        return False
 
 
 def _go_type(value: Any) -> str:
@@ -71,7 +80,10 @@ def register(router: Router, daemon: Any) -> None:
     @router.route("POST", "/volumes/prune")
     async def prune(request: Request) -> Response:
         await request.body()
-        deleted, reclaimed = await service().prune(filters_arg(request))
+        filters = filters_arg(request)
+        if _older_than(request.api_version, (1, 42)) and "all" not in filters:
+            filters["all"] = ["true"]  # as dockerd: before API 1.42, prune took named volumes too
+        deleted, reclaimed = await service().prune(filters)
         return json_response({"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
     @router.route("GET", "/volumes/{name}")

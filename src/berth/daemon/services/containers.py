@@ -97,6 +97,12 @@ class ServerError(errors.BerthError):
     http_status = 500
 
 
+class LogsNotSupported(errors.BerthError):
+    """``docker logs`` of a container with the ``none`` log driver (501, as dockerd)."""
+
+    http_status = 501
+
+
 def build(daemon) -> ContainersService:  # noqa: ANN001 - berth.daemon.app.Daemon
     return ContainersService(daemon)
 
@@ -352,8 +358,11 @@ class ContainersService:
         made: list[str] = []
         try:
             for p in points:
-                if p["Type"] != "volume" or p.get("Source"):
-                    continue  # inherited (--volumes-from) mount points are resolved already
+                if p["Type"] != "volume":
+                    continue
+                if p.get("Source"):  # inherited (--volumes-from): resolved, if still there
+                    volumes.get(p["Name"])
+                    continue
                 vopts = (p.get("Spec") or {}).get("VolumeOptions") or {}
                 driver = vopts.get("DriverConfig") or {}
                 volume, created = volumes.create(p["Name"], driver.get("Name") or "", driver.get("Options"),
@@ -478,7 +487,7 @@ class ContainersService:
                 os.makedirs(p["Source"], mode=0o755, exist_ok=True)
             elif p["Type"] == "volume":
                 volumes = self._volumes()
-                p["Source"] = volumes.activate(p["Name"])
+                p["Source"] = volumes.activate(p["Name"], rec["Id"])
                 if p.get("CopyData"):
                     volumes.copy_up(p["Name"], rootfs, p["Destination"])
                     p["CopyData"] = False
@@ -500,7 +509,7 @@ class ContainersService:
         for p in rec.get("MountPoints") or []:
             if p["Type"] == "volume":
                 with contextlib.suppress(errors.BerthError, OSError):
-                    volumes.deactivate(p["Name"])
+                    volumes.deactivate(p["Name"], cid)
 
     def _log_options(self, rec: dict) -> tuple[int, int]:
         from berth.daemon.logs import parse_size
@@ -519,7 +528,8 @@ class ContainersService:
         try:
             rootfs = await self._mount_rootfs(cid, rec)
             etc = self._write_etc(cid, rec)
-            await self._blocking(self._prepare_mounts, rec, rootfs)
+            if any(p["Type"] != "tmpfs" for p in rec.get("MountPoints") or []):
+                await self._blocking(self._prepare_mounts, rec, rootfs)
             spec = self._spec(cid, rec, rootfs, etc)
             atomic_write(os.path.join(self.bundle(cid), "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
             size, files = self._log_options(rec)
@@ -527,7 +537,8 @@ class ContainersService:
             runtime = self._runtime_path(rec)
             client = await self._blocking(
                 start_shim, cid, self.bundle(cid), state_dir, runtime, runtime_root=self.config.runtime_root,
-                log_path=self.log_path(cid), log_max_size=size, log_max_file=files, tty=tty,
+                log_path=None if self._log_driver(rec) == "none" else self.log_path(cid), log_max_size=size,
+                log_max_file=files, tty=tty,
                 stdin=bool(rec["Config"].get("OpenStdin")), shim_binary=self.config.shim_path, timeout=60.0)
         except errors.BerthError as exc:
             self._start_failed(cid, rec, str(exc))
@@ -889,10 +900,14 @@ class ContainersService:
                 rec["ManuallyStopped"] = True
                 self._save(rec)
             paused = rec["State"]["Paused"]
+            future = self._exit_future(cid) if number == 9 else None
         await self._send_signal(cid, rec, number)
         if paused and number == 9:
             with contextlib.suppress(errors.BerthError):
                 await self._resume(cid, rec)
+        if future is not None:  # as dockerd's Kill: SIGKILL returns once the container has stopped (10 s at most)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), 10)
 
     async def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         cid, rec = self.get(ref)
@@ -999,7 +1014,8 @@ class ContainersService:
                 self.db.delete(KIND, cid)
                 self._records.pop(cid, None)
                 if volumes:  # rm -v: the anonymous volumes nothing else uses; named ones stay
-                    anonymous = [p["Name"] for p in rec.get("MountPoints") or [] if p["Type"] == "volume"]
+                    anonymous = [p["Name"] for p in rec.get("MountPoints") or []
+                                 if p["Type"] == "volume" and p.get("Anonymous")]
                     volumes_svc = self.daemon.services.get("volumes")
                     if volumes_svc is not None and anonymous:
                         await volumes_svc.remove_anonymous(anonymous)
@@ -1129,11 +1145,17 @@ class ContainersService:
 
     # --- logs --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _log_driver(rec: dict) -> str:
+        return (rec["HostConfig"].get("LogConfig") or {}).get("Type") or "json-file"
+
     def logs(self, ref: str, *, follow: bool = False, stdout: bool = True, stderr: bool = True, since: str = "",
              until: str = "", tail: str = "all", timestamps: bool = False) -> tuple[bool, AsyncIterator[tuple[int, bytes]]]:
         from berth.daemon.logs import LogReader, parse_since
 
         cid, rec = self.get(ref)
+        if self._log_driver(rec) == "none":
+            raise LogsNotSupported("configured logging driver does not support reading")
         if not (stdout or stderr):
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
         tail_n: int | None = None
@@ -1261,7 +1283,7 @@ class ContainersService:
                                                                   tty=use_tty, stdin=stdin, attach=attach)
                 stream = (reader, writer)
         except errors.BerthError as exc:
-            ex.update(Running=False, ExitCode=126 if "permission" in str(exc) else 127)
+            ex.update(Running=False, ExitCode=126)  # dockerd: 126 for any exec that could not start
             raise Conflict(f"OCI runtime exec failed: {exc}") from None
         ex.update(Running=True, Pid=int(answer.get("pid") or 0))
         size = ex["Config"].get("ConsoleSize")

@@ -8,7 +8,7 @@ reference counting by containers, prune, and copy-up of an image's content.
     await remove(name, force)   await prune(filters) -> (names, reclaimed)
     users(name) -> [container ids]          set_users_checker(users, running_users)
     mountpoint(name) -> <data_root>/volumes/<name>/_data
-    activate(name) / deactivate(name)       mount / unmount a volume made with driver options
+    activate(name, cid) / deactivate(name, cid)   mount / unmount a volume made with driver options
     copy_up(name, rootfs, path) -> bool     the image's content at path into an empty volume
 
 On disk: ``<data_root>/volumes/<name>/_data`` (the content), the record in the metadata
@@ -45,6 +45,7 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Callable
 
@@ -76,6 +77,9 @@ class VolumesService:
         self._records: dict[str, dict] = {rid: rec for rid, rec in self.db.all(KIND)}
         self._users: Callable[[str], list[str]] = lambda name: []
         self._running_users: Callable[[str], list[str]] = lambda name: []
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}  # per volume: mount, unmount and copy-up
+        self._active: dict[str, set[str]] = {}  # volume -> containers between their start and exit
 
     def set_users_checker(self, users: Callable[[str], list[str]],
                           running_users: Callable[[str], list[str]] | None = None) -> None:
@@ -95,6 +99,15 @@ class VolumesService:
 
     def mountpoint(self, name: str) -> str:
         return os.path.join(self.root, name, "_data")
+
+    def _lock(self, name: str) -> threading.Lock:
+        """Containers start in parallel (worker threads): one at a time mounts a volume or
+        copies into it."""
+        with self._guard:
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = threading.Lock()
+            return lock
 
     # --- the daemon's hooks ----------------------------------------------------------------
 
@@ -223,9 +236,12 @@ class VolumesService:
         """Forget the volume and move its directory aside (the name is free at once)."""
         self.db.delete(KIND, name)
         self._records.pop(name, None)
+        with self._guard:
+            self._locks.pop(name, None)
+        self._active.pop(name, None)
         path = self._dir(name)
         data = self.mountpoint(name)
-        if os.path.ismount(data):
+        if is_mount(data):
             with contextlib.suppress(OSError):
                 _unmount(data)
         trash = os.path.join(self.root, f"{_TRASH}{name}-{secrets.token_hex(4)}")
@@ -239,17 +255,14 @@ class VolumesService:
 
     @staticmethod
     def _delete_dir(path: str) -> None:
-        """rmtree that never crosses a mount (a volume bound from a host directory)."""
-        data = os.path.join(path, "_data")
-        if os.path.ismount(data):
+        """rmtree that never crosses a mount (a volume bound from a host directory must
+        never lose the host's files): what is mounted below is unmounted first, and if
+        anything stays mounted, nothing is deleted."""
+        for point in sorted(mounts_under(path), key=len, reverse=True):
             with contextlib.suppress(OSError):
-                _unmount(data, detach=True)
-            if os.path.ismount(data):
-                return
-        for dirpath, dirnames, _files in os.walk(path):
-            for d in dirnames:
-                if os.path.ismount(os.path.join(dirpath, d)):
-                    return
+                _unmount(point, detach=True)
+        if mounts_under(path):
+            return
         shutil.rmtree(path, ignore_errors=True)
 
     def discard(self, name: str) -> None:
@@ -298,28 +311,42 @@ class VolumesService:
 
     # --- for containers (called from worker threads) ------------------------------------
 
-    def activate(self, name: str) -> str:
-        """The volume's directory, ready to be bound into a container: a volume made with
-        driver options is mounted on it first."""
+    def activate(self, name: str, owner: str = "") -> str:
+        """The volume's directory, ready to be bound into container ``owner``: a volume made
+        with driver options is mounted on it first."""
         rec = self._records.get(name)
         if rec is None:
             raise NotFound(f"get {name}: no such volume")
         data = self.mountpoint(name)
         os.makedirs(data, mode=0o755, exist_ok=True)
         opts = rec.get("Options") or {}
-        if opts.get("device") and not os.path.ismount(data):
-            _mount_local(opts, data)
+        if opts.get("device"):
+            with self._lock(name):
+                self._active.setdefault(name, set()).add(owner)
+                if not is_mount(data):
+                    _mount_local(opts, data)
         return data
 
-    def deactivate(self, name: str) -> None:
-        """Unmount a volume made with driver options once no running container uses it."""
+    def deactivate(self, name: str, owner: str = "") -> None:
+        """Container ``owner`` is done with the volume: one made with driver options is
+        unmounted once no container uses it (neither one starting since berthd started, nor
+        one recorded as running)."""
+        active = self._active.get(name)
+        if active is not None:
+            active.discard(owner)
         rec = self._records.get(name)
-        if rec is None or not (rec.get("Options") or {}).get("device") or self._running_users(name):
+        if rec is None or not (rec.get("Options") or {}).get("device") or active or self._running_users(name):
             return
         data = self.mountpoint(name)
-        if os.path.ismount(data):
-            with contextlib.suppress(OSError):
-                _unmount(data)
+        lock = self._lock(name)
+        if not lock.acquire(blocking=False):  # a container is starting on it: it stays mounted
+            return
+        try:
+            if is_mount(data) and not self._active.get(name):
+                with contextlib.suppress(OSError):
+                    _unmount(data)
+        finally:
+            lock.release()
 
     def copy_up(self, name: str, rootfs: str, path: str) -> bool:
         """Fill an empty volume with what the image has at ``path`` (a directory)."""
@@ -332,12 +359,13 @@ class VolumesService:
         if not os.path.isdir(source) or os.path.islink(source):
             return False
         target = self.mountpoint(name)
-        if os.listdir(target):
-            return False
-        try:
-            copy_tree(source, target)
-        except OSError as exc:
-            raise FailedPrecondition(f"copying image data from {path} to volume {name}: {exc}") from None
+        with self._lock(name):
+            if os.listdir(target):
+                return False
+            try:
+                copy_tree(source, target)
+            except OSError as exc:
+                raise FailedPrecondition(f"copying image data from {path} to volume {name}: {exc}") from None
         return True
 
 
@@ -389,8 +417,36 @@ def _mount_local(opts: dict[str, str], target: str) -> None:
     try:
         Mount(kind, opts["device"], options).mount(target)
     except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise FailedPrecondition(f"error while mounting volume '{target}': failed to mount local volume: mount "
-                                 f"{opts['device']}:{target}, data: {opts.get('o', '')}: {exc.strerror or exc}") from None
+                                 f"{opts['device']}:{target}, data: {opts.get('o', '')}: {reason}") from None
+
+
+def _unescape(field: str) -> str:
+    r"""mountinfo escapes space, tab, newline and backslash as \040, \011, \012, \134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: str, include_self: bool = True) -> list[str]:
+    """Mount points at or below ``path`` (from /proc/self/mountinfo: bind mounts within
+    one filesystem, which ``os.path.ismount`` does not see, included)."""
+    root = os.path.realpath(path).rstrip("/")
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                if len(fields) > 4:
+                    point = _unescape(fields[4])
+                    if point.startswith(root + "/") or (include_self and point == root):
+                        found.append(point)
+    except OSError:
+        pass
+    return found
+
+
+def is_mount(path: str) -> bool:
+    return os.path.realpath(path).rstrip("/") in mounts_under(path)
 
 
 def _unmount(path: str, detach: bool = False) -> None:
