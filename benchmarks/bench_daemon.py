@@ -62,7 +62,8 @@ from dataclasses import dataclass, field
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "src")]
 
-from tests.support.cleanup import kill_recorded, recorded_pids, remove_cgroup_parent, start_time, unmount_under  # noqa: E402
+from tests.support.cleanup import (  # noqa: E402
+    kill_recorded, recorded_pids, remove_cgroup_parent, start_time, unmount_under)
 
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 BERTH = os.path.join(VENV_BIN, "berth")
@@ -725,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 docker.start()
                 run(docker.argv("load", "-q", "-i", tar), env=docker.env)
-                log(f"dockerd up (pid {docker.dockerd.pid}, containerd {docker.containerd.pid}); image loaded")  # type: ignore[union-attr]
+                pids = docker.daemon_pids()
+                log(f"dockerd up (pid {pids['dockerd']}, containerd {pids['containerd']}); image loaded")
             except (Failed, OSError, subprocess.TimeoutExpired) as e:
                 skipped["docker"] = str(e)[:600]
                 chosen.remove("docker")
@@ -752,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         if "berth" in chosen:
             series.append(Series("berth", berth.run_argv("--rm", IMAGE, "true"), None, berthd_pids))
         if "docker-berthd" in chosen:
-            series.append(Series("docker-berthd", ["docker", "-H", f"unix://{berth.sock}", "run", "--rm", IMAGE, "true"],
+            series.append(Series("docker-berthd",
+                                 ["docker", "-H", f"unix://{berth.sock}", "run", "--rm", IMAGE, "true"],
                                  docker_env, berthd_pids))
         if "docker" in chosen:
             d = stacks["docker"]
@@ -796,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             stack = stacks[name]
             try:
-                cid = run(stack.run_argv("-d", IMAGE, "sleep", "60"), env=stack.client_env()).stdout.strip().splitlines()[-1]
+                out = run(stack.run_argv("-d", IMAGE, "sleep", "60"), env=stack.client_env()).stdout
+                cid = out.strip().splitlines()[-1]
                 time.sleep(1.0)  # let it settle
                 supervisors[name] = per_container_process(stack, cid)
                 if name in ("berth", "docker"):
@@ -923,7 +927,8 @@ def report(result: dict) -> None:
     if result.get("container_interfaces"):
         print("network interfaces in a container: " + ", ".join(
             f"{n} {'+'.join(i) or '-'}" for n, i in result["container_interfaces"].items()))
-    print(f"\n1. run --rm {IMAGE} true: {result['runs']} runs each, interleaved, after {result['warmup']} warm-up rounds")
+    print(f"\n1. run --rm {IMAGE} true: {result['runs']} runs each, interleaved, "
+          f"after {result['warmup']} warm-up rounds")
     print(f"  {'':26s} {'median':>7s} {'p90':>7s} {'min':>7s}   CPU ms per run (mean): client, daemon, whole machine")
     for name, s in result.get("run", {}).items():
         if s.get("runs"):

@@ -78,6 +78,9 @@ env = dict(os.environ, DOCKER_HOST=f"unix://{d.socket}", HOME=os.path.join(run, 
 env.pop("DOCKER_TLS_VERIFY", None)
 env.pop("DOCKER_CERT_PATH", None)
 os.makedirs(env["DOCKER_CONFIG"], exist_ok=True)
+with open(os.path.join(env["DOCKER_CONFIG"], "config.json"), "w") as f:
+    f.write("{}\n")  # else docker-py keeps its contexts in ./contexts (the sdist's directory)
+subprocess.run(["rm", "-rf", os.path.join(src, "contexts")], check=False)
 results = {}
 interrupted = False
 
