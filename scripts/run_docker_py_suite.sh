@@ -16,7 +16,7 @@
 # pytest-timeout), nothing else from the internet. docker-py's tests pull alpine:3.10,
 # alpine:latest, busybox:latest and hello-world from Docker Hub; without internet those
 # names are tags of berthd's embedded busybox (so tests that only need the name pass, and
-# pulls fail). Not run: swarm, services, nodes, secrets, configs, plugins, networks,
+# pulls fail). Not run: swarm, services, nodes, secrets, configs, plugins,
 # volumes, builds (features berthd does not have), ssh.
 set -euo pipefail
 
@@ -58,9 +58,9 @@ sys.path.insert(0, repo)
 from tests.support.daemon import Berthd  # noqa: E402 - temporary roots, cleanup by pid
 
 SKIPPED_FILES = {  # features berthd does not have (or ssh)
-    "api_build_test.py", "api_config_test.py", "api_network_test.py", "api_plugin_test.py",
+    "api_build_test.py", "api_config_test.py", "api_plugin_test.py",
     "api_secret_test.py", "api_service_test.py", "api_swarm_test.py", "api_volume_test.py",
-    "models_networks_test.py", "models_nodes_test.py", "models_services_test.py", "models_swarm_test.py",
+    "models_nodes_test.py", "models_services_test.py", "models_swarm_test.py",
     "models_volumes_test.py", "ssh_test.py", "api_ssh_test.py",
 }
 TAGS = ["alpine:3.10", "alpine:latest", "busybox:buildroot-2014.02", "hello-world:latest"]

@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh               Debian packages for the runtime and the demo, then .venv
 #   scripts/setup.sh --with-peers  also the peers that the client and registry tests drive
-#                                  (docker.io, containerd, docker-registry, skopeo, umoci)
+#                                  (docker.io, containerd, docker-registry, skopeo, umoci,
+#                                  docker-compose)
 #
 # Installs a Debian package only when dpkg says it is missing (apt-get update only then),
 # creates .venv with Debian's /usr/bin/python3 when it is missing, and reinstalls Berth
@@ -32,7 +33,7 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expec
 packages=(python3-venv python3-pip busybox-static libseccomp2 runc iptables time tini)  # tini: --init (tini-static)
 packages+=(containernetworking-plugins iproute2)  # CNI plugins in /usr/lib/cni; ip (berth.network)
 if [ "$with_peers" -eq 1 ]; then
-    packages+=(docker.io containerd docker-registry skopeo umoci openssl)
+    packages+=(docker.io containerd docker-registry skopeo umoci openssl docker-compose)  # compose: v1.29 (python)
 fi
 
 missing=()

@@ -117,9 +117,12 @@ def _shim_processes(d: Berthd) -> list[int]:
 
 
 def _mounts(d: Berthd) -> list[str]:
+    """Mounts under the daemon's roots, but the network namespaces' root (``<exec_root>/netns``,
+    a shared mount point on itself for the daemon's life, as ``ip netns`` keeps /run/netns)."""
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
-    return sorted(p for p in points if p.startswith(str(d.base)))
+    netns_root = str(d.exec_root / "netns")
+    return sorted(p for p in points if p.startswith(str(d.base)) and p != netns_root)
 
 
 def footprint(d: Berthd) -> dict[str, Any]:

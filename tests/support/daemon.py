@@ -15,7 +15,8 @@ while berthd runs (the store is shared safely between processes).
 Cleanup, also after failures: berthd by pid, every shim under the exec root by the pid
 in its ``shim.pid`` (start time checked), every container init recorded by the runtime
 under ``<exec_root>/runtime`` (``kill``/``delete --force`` through berth-runtime, then by
-pid), mounts under the roots, and the daemon's cgroup parent in every hierarchy.
+pid), mounts under the roots, the daemon's cgroup parent in every hierarchy, and its networks
+(CNI attachments, namespaces, bridges and their iptables rules).
 """
 
 from __future__ import annotations
@@ -246,7 +247,51 @@ class Berthd:
                         subprocess.run([BERTH_RUNTIME, "--root", str(runtime_root), *args], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=False)
         cleanup.remove_cgroup_parent(self.cgroup_parent)
+        self.cleanup_networks()
         cleanup.unmount_under([str(self.base)])
+
+    def network_records(self) -> list[dict]:
+        """The daemon's network records, read from its metadata DB."""
+        import sqlite3
+
+        path = self.data_root / "metadata.db"
+        if not path.exists():
+            return []
+        db = sqlite3.connect(str(path))
+        try:
+            return [json.loads(row[0]) for row in db.execute("SELECT data FROM records WHERE kind = 'network'")]
+        except sqlite3.Error:
+            return []
+        finally:
+            db.close()
+
+    def cleanup_networks(self) -> None:
+        """What a killed berthd left of its networks: CNI attachments (DEL from the cache,
+        then the NAT rules DEL could not find), namespaces, its bridges and their rules."""
+        from berth.network import bridge as bridgelib
+        from berth.network import netns
+        from berth.network.cni import CNI
+
+        cni = CNI(str(self.exec_root / "cni"))
+        for att in cni.attachments():
+            for step in (lambda: cni.delete_cached(att),
+                         lambda: bridgelib.sweep_container_rules(att.network, att.container_id)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - best effort, the next step still runs
+                    pass
+        root = str(self.exec_root / "netns")
+        for name in netns.list_names(root):
+            try:
+                netns.delete(name, root)
+            except Exception:  # noqa: BLE001
+                pass
+        for rec in self.network_records():
+            if rec.get("BerthBridge"):
+                try:
+                    bridgelib.remove_bridge(rec["BerthBridge"])
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 # --- fixtures (import them into a test module: ``from tests.support.daemon import berthd``) ---

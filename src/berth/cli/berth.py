@@ -4,7 +4,7 @@ commands and flags.
     berth [-H unix:///run/berth/berth.sock] COMMAND [ARGS...]      ($BERTH_HOST as well)
 
 Each command group lives in its own module (berth_images, berth_run, berth_containers,
-berth_system, berth_volumes), imported only when its command runs. Errors are one line,
+berth_system, berth_networks, berth_volumes), imported only when its command runs. Errors are one line,
 as Docker's: ``Error response from daemon: …`` (exit 1; 125 for run and create), flag
 errors exit 125.
 """
@@ -64,6 +64,9 @@ GROUPS: dict[str, dict[str, str]] = {
                   "unpause": "unpause", "wait": "wait", "rename": "rename", "update": "update", "exec": "exec",
                   "attach": "attach", "prune": "container-prune"},
     "system": {"df": "system-df", "prune": "system-prune", "info": "info", "events": "events"},
+    "network": {"create": "network-create", "ls": "network-ls", "list": "network-ls",
+                "inspect": "network-inspect", "rm": "network-rm", "remove": "network-rm",
+                "connect": "network-connect", "disconnect": "network-disconnect", "prune": "network-prune"},
     "volume": {"create": "volume-create", "ls": "volume-ls", "list": "volume-ls", "inspect": "volume-inspect",
                "rm": "volume-rm", "remove": "volume-rm", "prune": "volume-prune"},
 }
@@ -74,6 +77,13 @@ HIDDEN: dict[str, tuple[str, str]] = {
     "container-prune": ("berth_containers", "container_prune"),
     "system-df": ("berth_system", "df"),
     "system-prune": ("berth_system", "prune"),
+    "network-create": ("berth_networks", "create"),
+    "network-ls": ("berth_networks", "ls"),
+    "network-inspect": ("berth_networks", "inspect"),
+    "network-rm": ("berth_networks", "rm"),
+    "network-connect": ("berth_networks", "connect"),
+    "network-disconnect": ("berth_networks", "disconnect"),
+    "network-prune": ("berth_networks", "prune"),
     "volume-create": ("berth_volumes", "create"),
     "volume-ls": ("berth_volumes", "ls"),
     "volume-inspect": ("berth_volumes", "inspect"),
@@ -95,6 +105,7 @@ Options:
 Management Commands:
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage Berth
   volume      Manage volumes
 

@@ -41,9 +41,14 @@ def add_create_flags(p: Parser) -> None:
     a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")
     a("--expose", action="append", default=[], help="Expose a port or a range of ports")
     a("--network", "--net", default="", help="Connect a container to a network")
+    a("--network-alias", "--net-alias", action="append", default=[], help="Add network-scoped alias for the container")
+    a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--mac-address", default="", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
     a("--hostname", "-h", dest="hostname", default="", help="Container host name")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="Set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
     a("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
@@ -153,27 +158,23 @@ def _one_env(item: str) -> str:
 
 
 def _ports(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """``--expose`` and ``-p`` (Docker's syntax: ranges, ``[::1]:8080:80``, ``/udp``)."""
+    from berth.errors import InvalidArgument
+    from berth.network.ports import parse_publish, port_bindings
+
     exposed: dict[str, dict] = {}
-    bindings: dict[str, list[dict]] = {}
     for item in args.expose:
         port, _, proto = item.partition("/")
         exposed[f"{port}/{proto or 'tcp'}"] = {}
+    requests = []
     for item in args.publish:
-        spec, _, proto = item.rpartition("/") if "/" in item else (item, "", "")
-        parts = spec.split(":")
-        if len(parts) == 1:
-            host_ip, host_port, container = "", "", parts[0]
-        elif len(parts) == 2:
-            host_ip, host_port, container = "", parts[0], parts[1]
-        elif len(parts) == 3:
-            host_ip, host_port, container = parts
-        else:
-            raise UsageError(f"invalid publish spec: {item}")
-        if not container.isdigit():
-            raise UsageError(f"invalid containerPort: {container}")
-        key = f"{container}/{proto or 'tcp'}"
+        try:
+            requests.extend(parse_publish(item))
+        except InvalidArgument as e:
+            raise UsageError(f"invalid argument \"{item}\" for \"-p, --publish\" flag: {e}") from None
+    bindings = port_bindings(requests)
+    for key in bindings:
         exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
     return exposed, bindings
 
 
@@ -312,6 +313,21 @@ def _volumes(items: list[str]) -> tuple[list[str], dict[str, dict]]:
     return binds, volumes
 
 
+def _networking(args: argparse.Namespace) -> dict[str, Any] | None:
+    """NetworkingConfig: the endpoint of the ``--network`` with its aliases and ``--ip``."""
+    endpoint: dict[str, Any] = {}
+    if args.network_alias:
+        endpoint["Aliases"] = list(args.network_alias)
+    if args.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.mac_address:
+        endpoint["MacAddress"] = args.mac_address
+    name = args.network or "default"
+    if not endpoint and name in ("default", "bridge", "host", "none"):
+        return None
+    return {"EndpointsConfig": {name: endpoint}}
+
+
 def build_config(args: argparse.Namespace, image: str, command: list[str]) -> dict[str, Any]:
     """The body of POST /containers/create."""
     exposed, bindings = _ports(args)
@@ -331,6 +347,7 @@ def build_config(args: argparse.Namespace, image: str, command: list[str]) -> di
         "Init": True if args.init else None, "ReadonlyRootfs": args.read_only,
         "CapAdd": args.cap_add or None, "CapDrop": args.cap_drop or None, "Privileged": args.privileged,
         "SecurityOpt": args.security_opt or None, "ExtraHosts": args.add_host or None, "Dns": args.dns or None,
+        "DnsSearch": args.dns_search or None, "DnsOptions": args.dns_option or None,
         "Devices": _devices(args.device) or None, "GroupAdd": args.group_add or None,
         "IpcMode": args.ipc, "PidMode": args.pid, "UTSMode": args.uts, "Ulimits": _ulimits(args.ulimit) or None,
         "Sysctls": dict(s.partition("=")[::2] for s in args.sysctl) or None,
@@ -369,11 +386,12 @@ def build_config(args: argparse.Namespace, image: str, command: list[str]) -> di
         "AttachStdout": not detached and (not attach or "stdout" in [a.lower() for a in attach]),
         "AttachStderr": not detached and (not attach or "stderr" in [a.lower() for a in attach]),
         "ExposedPorts": exposed or None, "Volumes": volumes or None, "HostConfig": host,
-        "NetworkingConfig": {"EndpointsConfig": {args.network: {}}} if args.network and args.network not in
-        ("default", "bridge", "host", "none") else None,
+        "NetworkingConfig": _networking(args),
     }
     if args.hostname:
         config["Hostname"] = args.hostname
+    if args.mac_address:
+        config["MacAddress"] = args.mac_address
     if args.workdir is not None:
         config["WorkingDir"] = args.workdir
     if args.user is not None:

@@ -17,27 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from berth._sys.units import bytes_size as bytes_size, human_size as human_size  # re-exported for the commands
+
 # --- sizes and times -----------------------------------------------------------------------
-
-
-def human_size(size: float) -> str:
-    """Docker's units.HumanSize (decimal, 4 significant digits): ``2.14MB``."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
-def bytes_size(size: float) -> str:
-    """Docker's units.BytesSize (binary): ``1.5MiB``."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while size >= 1024 and i < len(units) - 1:
-        size /= 1024.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:

@@ -9,17 +9,8 @@ import shutil
 from collections.abc import Iterable
 from typing import IO
 
+from berth._sys.units import progress_text
 from berth.cli.berth_client import APIError
-
-
-def human_size(size: float) -> str:
-    """Docker's units.HumanSize: decimal units, 4 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
 
 
 def progress_string(detail: dict, width: int) -> str:
@@ -28,12 +19,7 @@ def progress_string(detail: dict, width: int) -> str:
     total = int(detail.get("total") or 0)
     if current <= 0 and total <= 0:
         return ""
-    if total <= 0:
-        return f"{human_size(current):>8}"
-    filled = min(50, int(current / total * 100) // 2)
-    bar = f"[{'=' * filled}>{' ' * (50 - filled)}] " if width > 110 else ""
-    numbers = f"{human_size(current):>8}/{human_size(total)}" if current <= total else f"{human_size(current):>8}"
-    return bar + numbers
+    return progress_text(current, total, bar=width > 110)
 
 
 def display(messages: Iterable[dict], out: IO[str], terminal: bool | None = None) -> list[dict]:

@@ -33,6 +33,8 @@ class DaemonConfig:
     cgroup_parent: str = "/berth"
     log_max_size: int = 0                      # json-file log rotation defaults (0: no rotation)
     log_max_file: int = 1
+    bridge: str = ""                           # default network's bridge ("": berth0, see services.networks)
+    bip: str = ""                              # its gateway address and subnet, e.g. 10.213.0.1/24
     debug: bool = False
 
     def __post_init__(self) -> None:

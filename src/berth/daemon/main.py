@@ -27,6 +27,10 @@ def parse_args(argv: list[str]) -> DaemonConfig:
     parser.add_argument("--cgroup-parent", default="/berth", help="parent cgroup of containers (default %(default)s)")
     parser.add_argument("--log-opt", action="append", default=[], metavar="max-size=N|max-file=N",
                         help="json-file log defaults")
+    parser.add_argument("-b", "--bridge", default="", help="the default network's bridge (default berth0, or "
+                        "berth-<hash of the exec root> with another --exec-root)")
+    parser.add_argument("--bip", default="", metavar="CIDR",
+                        help="the default network's gateway address and subnet (default: a free Docker pool)")
     parser.add_argument("-D", "--debug", action="store_true")
     args = parser.parse_args(argv)
     host = args.host
@@ -42,7 +46,7 @@ def parse_args(argv: list[str]) -> DaemonConfig:
                           socket_path=host[len("unix://"):] if host else "", pidfile=args.pidfile,
                           runtimes=runtimes, default_runtime=args.default_runtime,
                           insecure_registries=args.insecure_registry, cgroup_parent=args.cgroup_parent,
-                          debug=args.debug)
+                          bridge=args.bridge, bip=args.bip, debug=args.debug)
     for opt in args.log_opt:
         key, _, value = opt.partition("=")
         from berth.daemon.logs import parse_size

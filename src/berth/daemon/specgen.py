@@ -11,8 +11,8 @@ with Docker's defaults.
     exec_process(spec, exec_config, rootfs) -> process       the process of ``docker exec``
 
 What a container gets by default, as with dockerd: new pid, ipc, uts, mount and network
-namespaces (``--network host`` shares the host's; the default network is a new one with
-only ``lo`` until networks land); Docker's 14 capabilities (bounding, effective and
+namespaces (``--network host`` shares the host's; otherwise the one the networks service
+made and wired, given as ``SpecInput.netns_path``); Docker's 14 capabilities (bounding, effective and
 permitted; a non-root user starts with none effective, as Docker 23+); masked and
 read-only /proc and /sys paths; /proc, /dev, /dev/pts, /dev/shm (64 MiB), /dev/mqueue,
 /sys and /sys/fs/cgroup mounted; hostname = the id's first 12 characters; ``PATH`` if
@@ -33,7 +33,7 @@ import stat
 from dataclasses import dataclass, field
 
 from berth.daemon import mountspec
-from berth.errors import InvalidArgument, NotFound
+from berth.errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
@@ -147,10 +147,8 @@ def check_host_config(hc: dict) -> dict:
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
     hc["RestartPolicy"] = {"Name": name or "no", "MaximumRetryCount": retries}
     mode = hc.get("NetworkMode") or "default"
-    if mode not in ("default", "bridge", "none", "host") and not mode.startswith("container:"):
-        raise NotFound(f"network {mode} not found")
-    if mode.startswith("container:"):
-        raise InvalidArgument("--network container:NAME is not supported yet")
+    if mode == "container:":  # names are the networks service's to check (berth.daemon.services.networks)
+        raise InvalidArgument("invalid network mode: container: needs a container name or id")
     hc["NetworkMode"] = "bridge" if mode == "default" else mode
     for key in ("CapAdd", "CapDrop"):
         for cap in hc.get(key) or []:
@@ -563,6 +561,7 @@ class SpecInput:
     etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file (hosts, resolv.conf...)
     extra_mounts: list[dict] = field(default_factory=list)  # more OCI mounts (after the user's)
     mount_points: list[dict] | None = None  # resolved -v/--mount/volumes (berth.daemon.mountspec)
+    netns_path: str | None = None  # the network namespace to join (made by the networks service); None: a new one
 
 
 def container_env(config: dict, hostname: str, user: User) -> list[str]:
@@ -636,7 +635,7 @@ def generate(inp: SpecInput) -> dict:
     network = hc.get("NetworkMode") or "bridge"
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
     if network != "host":
-        namespaces.append({"type": "network"})
+        namespaces.append({"type": "network", "path": inp.netns_path} if inp.netns_path else {"type": "network"})
     if hc.get("PidMode") == "host":
         namespaces = [n for n in namespaces if n["type"] != "pid"]
     if hc.get("IpcMode") == "host":

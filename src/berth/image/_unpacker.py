@@ -141,6 +141,17 @@ def _committed(stores: Stores, chain: str) -> bool:
         return False
 
 
+def layer_size(stores: Stores, diff_id: str, chain: str) -> int:
+    """The uncompressed size of a layer recorded before, else its snapshot's disk usage."""
+    known = stores.images.layer_size(diff_id)
+    if known is not None:
+        return known
+    try:
+        return stores.snapshotter.usage(chain).size
+    except NotFound:
+        return 0
+
+
 class LayerRunner:
     def __init__(self, stores: Stores, progress: Progress | None = None, workers: int = 4) -> None:
         self.stores = stores
@@ -217,6 +228,26 @@ class LayerRunner:
             job = layer.job
             if job.need_blob or job.need_unpack:
                 self._report(job, COMPLETE, job.size, job.size)
+
+    def store(self, staged: Sequence[StagedLayer], blobs: Sequence[tuple[bytes, str]]) -> list[int]:
+        """``blobs`` ((data, digest): the config, the manifests) into the content store, then
+        ``commit`` (or ``discard`` if a blob fails); returns the layers' uncompressed sizes,
+        recorded for the layers unpacked now."""
+        try:
+            for data, digest in blobs:
+                self.stores.content.put_bytes(data, digest)
+        except BaseException:
+            self.discard(staged)
+            raise
+        self.commit(staged)
+        sizes = []
+        for layer in staged:
+            if layer.applied is not None:
+                self.stores.images.record_layer(layer.job.diff_id, layer.applied.size)
+                sizes.append(layer.applied.size)
+            else:
+                sizes.append(layer_size(self.stores, layer.job.diff_id, layer.job.chain))
+        return sizes
 
     def discard(self, staged: Sequence[StagedLayer], keep_ingests: bool = True) -> None:
         """Undo a run that will not be committed: staging deleted, downloads kept for a

@@ -60,7 +60,6 @@ from berth.image.digest import CHUNK, Digester, compute_digest, parse_digest
 from berth.image.layers import apply_layer
 from berth.image.manifests import Descriptor
 from berth.image.platforms import Platform, host_platform, parse_platform, resolve_platform
-from berth.image.pull import layer_size
 from berth.image.reference import parse_reference
 from berth.image.store import ImageRecord, Stores, familiar, open_stores, parse_config, tag_name
 
@@ -486,18 +485,7 @@ def _finish(stores: Stores, media_type: str, digest: str, body: bytes, config_de
                 raise InvalidArgument(f"layer {layer.digest}: size mismatch with the manifest")
     runner = LayerRunner(stores, progress, workers)
     staged = runner.run(plan_layers(stores, layers, diff_ids), fetch)
-    try:
-        stores.content.put_bytes(config, config_desc.digest)
-        stores.content.put_bytes(body, digest)
-    except BaseException:
-        runner.discard(staged)
-        raise
-    runner.commit(staged)
-    sizes = []
-    for layer in staged:
-        if layer.applied is not None:
-            stores.images.record_layer(layer.job.diff_id, layer.applied.size)
-        sizes.append(layer_size(stores, layer.job.diff_id, layer.job.chain))
+    sizes = runner.store(staged, [(config, config_desc.digest), (body, digest)])
     return stores.images.add(manifest_digest=digest, manifest_size=len(body), media_type=media_type,
                              config=config, layer_sizes=sizes, names=names)
 

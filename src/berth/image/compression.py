@@ -201,38 +201,20 @@ class _Checked(io.RawIOBase):
 # --- compressors (push) -------------------------------------------------------------
 
 
-class _DeflateWriter(io.RawIOBase):
-    """A gzip stream written through a zlib-compatible compressobj into ``raw``."""
+class _CompressWriter(io.RawIOBase):
+    """Bytes written through a compressobj (``compress``/``flush``) into ``raw``;
+    ``as_bytes``: hand it ``bytes``, not the memoryview BufferedWriter passes."""
 
-    def __init__(self, raw: IO[bytes], module: Any, level: int) -> None:
+    def __init__(self, raw: IO[bytes], compressobj: Any, as_bytes: bool = False) -> None:
         self._raw = raw
-        self._c = module.compressobj(level, module.DEFLATED, 31)
+        self._c = compressobj
+        self._as_bytes = as_bytes
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
-        out = self._c.compress(b)
-        if out:
-            self._raw.write(out)
-        return len(b)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.write(self._c.flush())
-            super().close()
-
-
-class _ZstdWriter(io.RawIOBase):
-    def __init__(self, raw: IO[bytes], level: int) -> None:
-        self._raw = raw
-        self._c = _zstd.ZstdCompressor(level=level).compressobj()  # type: ignore[union-attr]
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        out = self._c.compress(bytes(b))
+        out = self._c.compress(bytes(b) if self._as_bytes else b)
         if out:
             self._raw.write(out)
         return len(b)
@@ -263,12 +245,15 @@ def open_compressor(fileobj: IO[bytes], compression: Compression, level: int | N
     """
     if compression is Compression.GZIP:
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
-        return io.BufferedWriter(_DeflateWriter(fileobj, gzip_module(lvl), lvl), READ_SIZE)  # type: ignore[return-value]
+        module = gzip_module(lvl)
+        deflate = module.compressobj(lvl, module.DEFLATED, 31)  # 31: a gzip header and trailer
+        return io.BufferedWriter(_CompressWriter(fileobj, deflate), READ_SIZE)  # type: ignore[return-value]
     if compression is Compression.ZSTD:
         if _zstd is None:  # pragma: no cover
             raise FailedPrecondition("zstd compression needs the 'zstandard' package")
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
-        return io.BufferedWriter(_ZstdWriter(fileobj, lvl), READ_SIZE)  # type: ignore[return-value]
+        zstd = _zstd.ZstdCompressor(level=lvl).compressobj()
+        return io.BufferedWriter(_CompressWriter(fileobj, zstd, as_bytes=True), READ_SIZE)  # type: ignore[return-value]
     return io.BufferedWriter(_Passthrough(fileobj), READ_SIZE)  # type: ignore[return-value]
 
 

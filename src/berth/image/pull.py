@@ -107,38 +107,12 @@ def _pull(stores: Stores, client: RegistryClient, repo: str, reference: Referenc
         client.fetch_blob(repo, job.digest, sink, size=job.size)  # type: ignore[arg-type]
 
     staged = runner.run(jobs, fetch)
-    try:
-        stores.content.put_bytes(config, config_desc.digest)
-        for data, blob_digest in blobs:
-            stores.content.put_bytes(data, blob_digest)
-    except BaseException:
-        runner.discard(staged)
-        raise
-    runner.commit(staged)
-
-    sizes = []
-    for layer in staged:
-        if layer.applied is not None:
-            stores.images.record_layer(layer.job.diff_id, layer.applied.size)
-            sizes.append(layer.applied.size)
-        else:
-            sizes.append(layer_size(stores, layer.job.diff_id, layer.job.chain))
+    sizes = runner.store(staged, [(config, config_desc.digest), *blobs])
     names = [] if reference.digest else [f"{reference.name}:{reference.tag}"]
     return stores.images.add(
         manifest_digest=digest, manifest_size=len(body), media_type=media_type, config=config,
         layer_sizes=sizes, names=names, digests=[digest_name(reference, top_digest)],
     )
-
-
-def layer_size(stores: Stores, diff_id: str, chain: str) -> int:
-    """The uncompressed size of a layer recorded before, else its snapshot's disk usage."""
-    known = stores.images.layer_size(diff_id)
-    if known is not None:
-        return known
-    try:
-        return stores.snapshotter.usage(chain).size
-    except NotFound:
-        return 0
 
 
 def _config(stores: Stores, client: RegistryClient, repo: str, desc: Descriptor) -> bytes:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from berth._sys.sqlite import Txn, open_db
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.image import manifests as _manifests
 from berth.image.content import ContentStore
@@ -170,13 +171,7 @@ class ImageStore:
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            os.path.join(self.root, "metadata.db"), timeout=60, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(os.path.join(self.root, "metadata.db"), _SCHEMA)
         self._lock_path = os.path.join(self.root, "images.lock")
 
     def close(self) -> None:
@@ -465,8 +460,8 @@ class ImageStore:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _write(self) -> _Txn:
-        return _Txn(self._db, self._lock)
+    def _write(self) -> Txn:
+        return Txn(self._db, self._lock)
 
     def _set_name(self, db: sqlite3.Connection, name: str, kind: str, target: str, now: float) -> None:
         db.execute(
@@ -623,27 +618,6 @@ def parse_config(config: bytes) -> dict[str, Any]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-class _Txn:
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()
 
 
 @contextlib.contextmanager

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 
+from berth._sys.sqlite import Txn, open_db
 from berth.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from berth.snapshots.base import Info, Kind, Snapshotter, Usage, check_key
 from berth.snapshots.mount import Mount
@@ -62,13 +62,7 @@ class OverlaySnapshotter(Snapshotter):
         os.chmod(self.root, 0o700)  # layers hold setuid files and device nodes: root only
         os.chmod(self._snapshots, 0o700)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            os.path.join(self.root, "metadata.db"), timeout=60, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(os.path.join(self.root, "metadata.db"), _SCHEMA)
         self._index_off = os.path.exists("/sys/module/overlay/parameters/index")
 
     # --- paths --------------------------------------------------------------------
@@ -81,8 +75,8 @@ class OverlaySnapshotter(Snapshotter):
 
     # --- database helpers -----------------------------------------------------------
 
-    def _write(self) -> _Txn:
-        return _Txn(self._db, self._lock)
+    def _write(self) -> Txn:
+        return Txn(self._db, self._lock)
 
     def _row(self, key: str) -> tuple[int, str, int | None, str, float, float, int | None, int | None]:
         """The row of ``key`` (callers hold ``self._lock``)."""
@@ -302,29 +296,6 @@ class OverlaySnapshotter(Snapshotter):
                 shutil.rmtree(os.path.join(self._snapshots, name), ignore_errors=True)
                 removed.append(name)
         return removed
-
-
-class _Txn:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on an exception), one thread at a time."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()
 
 
 def _disk_usage(path: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""System endpoints: ``/_ping``, ``/version``, ``/info``, ``/events``, ``/system/df``."""
+"""System endpoints: ``/_ping``, ``/version``, ``/info``, ``/events``, ``/system/df``, and
+``/swarm`` answered as by a dockerd that is not part of a swarm."""
 
 from __future__ import annotations
 
@@ -87,6 +88,21 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
             "Volumes": volumes.summaries() if volumes else [],
             "BuildCache": [],
         })
+
+    # no swarm mode: dockerd's answers on a node that is not part of a swarm (docker-py's
+    # `leave_swarm(force=True)` takes the 503 for "nothing to leave")
+    @router.route("GET", "/swarm")
+    async def swarm(request: Request) -> Response:
+        raise HTTPError(503, "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" "
+                             "to connect this node to swarm and try again.")
+
+    @router.route("POST", "/swarm/leave")
+    async def swarm_leave(request: Request) -> Response:
+        raise HTTPError(503, "This node is not part of a swarm")
+
+    @router.route("POST", "/swarm/init")
+    async def swarm_init(request: Request) -> Response:
+        raise HTTPError(501, "swarm mode is not supported by berthd")
 
 
 def _timestamp(raw: str) -> float | None:

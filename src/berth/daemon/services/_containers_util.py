@@ -1,5 +1,5 @@
 """Helpers of the containers service: Docker's state and status texts, ``top``'s ps
-table, resolv.conf, stats in Docker's shape, and generated names."""
+table, stats in Docker's shape, and generated names."""
 
 from __future__ import annotations
 
@@ -118,41 +118,6 @@ def parse_ps(output: str, pids: list[int]) -> dict:
         if pid in wanted:
             processes.append(fields)
     return {"Titles": titles, "Processes": processes}
-
-
-def resolv_conf(hc: dict, network: str) -> str:
-    try:
-        with open("/etc/resolv.conf") as f:
-            host = f.read()
-    except OSError:
-        host = ""
-    nameservers, search, options = [], [], []
-    for line in host.splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith(("#", ";")):
-            continue
-        if parts[0] == "nameserver" and len(parts) > 1:
-            nameservers.append(parts[1])
-        elif parts[0] in ("search", "domain"):
-            search = parts[1:]
-        elif parts[0] == "options":
-            options += parts[1:]
-    if network != "host":
-        nameservers = [n for n in nameservers if not n.startswith("127.") and n != "::1"]
-        if not nameservers:
-            nameservers = ["8.8.8.8", "8.8.4.4"]
-    if hc.get("Dns"):
-        nameservers = list(hc["Dns"])
-    if hc.get("DnsSearch"):
-        search = list(hc["DnsSearch"])
-    if hc.get("DnsOptions"):
-        options = list(hc["DnsOptions"])
-    text = "".join(f"nameserver {n}\n" for n in nameservers)
-    if search:
-        text += "search " + " ".join(search) + "\n"
-    if options:
-        text += "options " + " ".join(options) + "\n"
-    return text
 
 
 # --- stats in Docker's shape ---------------------------------------------------------------------

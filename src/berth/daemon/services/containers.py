@@ -292,12 +292,13 @@ class ContainersService:
         image = self.images.resolve(image_name)
         user = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         config = specgen.merge_config(image["config"], user)
+        net_settings, net_warnings = self._networks().plan(config, host_config, body.get("NetworkingConfig"))
         points = self._plan_mounts(config, host_config)
         config["Image"] = image_name
         runtime = host_config.get("Runtime") or self.config.default_runtime
         self.config.runtime_path(runtime)  # InvalidArgument: unknown or invalid runtime name
         host_config["Runtime"] = runtime
-        warnings = []
+        warnings = list(net_warnings)
         if host_config.get("Memory") and not specgen._swap_supported() and host_config.get("MemorySwap"):
             warnings.append("Your kernel does not support swap limit capabilities or the cgroup is not mounted. "
                             "Memory limited without swap.")
@@ -314,7 +315,7 @@ class ContainersService:
             "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
             "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host_config, "Config": config,
             "SnapshotKey": f"container-{cid}", "ImageSize": image["size"], "ManuallyStopped": False,
-            "HasBeenStartedBefore": False, "MountPoints": [],
+            "HasBeenStartedBefore": False, "MountPoints": [], "NetworkSettings": net_settings,
         }
         snapshotter = self.images.snapshotter
         os.makedirs(self.bundle(cid), mode=0o711, exist_ok=True)
@@ -334,6 +335,12 @@ class ContainersService:
         self._records[cid] = rec
         self._event(rec, "create")
         return cid, warnings
+
+    def _networks(self) -> Any:
+        svc = self.daemon.services.get("networks")
+        if svc is None:
+            raise errors.Unavailable("the networks service is not available")
+        return svc
 
     def _volumes(self) -> Any:
         svc = self.daemon.services.get("volumes")
@@ -446,37 +453,11 @@ class ContainersService:
                 with contextlib.suppress(OSError):
                     unmount(rootfs, detach=True)
 
-    def _write_etc(self, cid: str, rec: dict) -> dict[str, str]:
-        config, hc = rec["Config"], rec["HostConfig"]
-        hostname = config.get("Hostname") or cid[:12]
-        network = hc.get("NetworkMode") or "bridge"
-        if network == "host":
-            hostname = config.get("Hostname") or os.uname().nodename
-        files: dict[str, str] = {}
-        atomic_write(rec["HostnamePath"], (hostname + "\n").encode(), 0o644)
-        files["/etc/hostname"] = rec["HostnamePath"]
-        if network == "host":
-            try:
-                with open("/etc/hosts", "rb") as f:
-                    hosts = f.read()
-            except OSError:
-                hosts = b"127.0.0.1\tlocalhost\n"
-        else:
-            hosts = (b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
-                     b"ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
-            for entry in hc.get("ExtraHosts") or []:
-                host, _, ip = entry.partition(":")
-                hosts += f"{ip}\t{host}\n".encode()
-        atomic_write(rec["HostsPath"], hosts, 0o644)
-        files["/etc/hosts"] = rec["HostsPath"]
-        atomic_write(rec["ResolvConfPath"], util.resolv_conf(hc, network).encode(), 0o644)
-        files["/etc/resolv.conf"] = rec["ResolvConfPath"]
-        return files
-
-    def _spec(self, cid: str, rec: dict, rootfs: str, etc: dict[str, str]) -> dict:
+    def _spec(self, cid: str, rec: dict, rootfs: str, etc: dict[str, str], netns_path: str | None = None) -> dict:
         return specgen.generate(specgen.SpecInput(
             container_id=cid, config=rec["Config"], host_config=rec["HostConfig"], rootfs=rootfs,
-            cgroup_parent=self.config.cgroup_parent, etc_files=etc, mount_points=rec.get("MountPoints")))
+            cgroup_parent=self.config.cgroup_parent, etc_files=etc, mount_points=rec.get("MountPoints"),
+            netns_path=netns_path))
 
     def _prepare_mounts(self, rec: dict, rootfs: str) -> None:
         """Before each start (a worker thread): volumes made with driver options mounted, a
@@ -525,12 +506,17 @@ class ContainersService:
 
         state_dir = self.shim_dir(cid)
         await self._cleanup_shim(cid)
+        try:  # the network sandbox: namespace, interfaces, ports, DNS, /etc files (networks service)
+            sandbox = await self._networks().setup(cid, rec)
+        except errors.BerthError as exc:
+            self._start_failed(cid, rec, str(exc))
+            raise
         try:
             rootfs = await self._mount_rootfs(cid, rec)
-            etc = self._write_etc(cid, rec)
+            etc = sandbox.etc_files
             if any(p["Type"] != "tmpfs" for p in rec.get("MountPoints") or []):
                 await self._blocking(self._prepare_mounts, rec, rootfs)
-            spec = self._spec(cid, rec, rootfs, etc)
+            spec = self._spec(cid, rec, rootfs, etc, sandbox.netns)
             atomic_write(os.path.join(self.bundle(cid), "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
             size, files = self._log_options(rec)
             tty = bool(rec["Config"].get("Tty"))
@@ -541,11 +527,13 @@ class ContainersService:
                 log_max_file=files, tty=tty,
                 stdin=bool(rec["Config"].get("OpenStdin")), shim_binary=self.config.shim_path, timeout=60.0)
         except errors.BerthError as exc:
+            await self._networks().teardown(cid, rec)
             self._start_failed(cid, rec, str(exc))
             if isinstance(exc, InvalidArgument) and not isinstance(exc, errors.FailedPrecondition):
                 raise  # a bad user or group, an --init without tini: the spec, not the runtime
             raise InvalidArgument(f"failed to create task for container: OCI runtime create failed: {exc}") from None
         except OSError as exc:
+            await self._networks().teardown(cid, rec)
             self._start_failed(cid, rec, str(exc))
             raise ServerError(f"failed to start container {cid}: {exc}") from None
         init_pid = int(client.ready.get("init_pid") or 0)
@@ -556,6 +544,7 @@ class ContainersService:
         except errors.BerthError as exc:
             with contextlib.suppress(errors.BerthError):
                 await shimio.call(state_dir, "delete", force=True)
+            await self._networks().teardown(cid, rec)
             self._start_failed(cid, rec, str(exc))
             raise InvalidArgument(f"failed to start container {cid}: {exc}") from None
         generation = int(rec.get("Generation", 0)) + 1
@@ -683,6 +672,7 @@ class ContainersService:
                 await self._runtime_force_delete(cid)
                 shutil.rmtree(state_dir, ignore_errors=True)
             self._unmount_rootfs(cid)
+            await self._networks().teardown(cid, rec)
             self._release_volumes(cid, rec)
             self._volume_events(cid, rec, "unmount")
             for eid in list(rec.get("ExecIDs") or []):
@@ -788,6 +778,7 @@ class ContainersService:
                     st["Paused"] = state.get("status") == "paused"
                     st["Status"] = "paused" if st["Paused"] else "running"
                     st["Pid"] = int(state.get("pid") or st.get("Pid") or 0)
+                    await self._networks().resume(cid, rec)
                     self._save(rec)
                     self._watch(cid, generation)
                     continue
@@ -807,6 +798,7 @@ class ContainersService:
                 with contextlib.suppress(errors.BerthError):
                     await shimio.call(state_dir, "delete", force=True, timeout=30)
         await self._remove_orphans()
+        await self._networks().sweep()  # what dead containers left: CNI attachments, namespaces
         for cid, rec in list(self._records.items()):
             st = rec["State"]
             if st["Running"] or st["Restarting"] or st["Status"] == "removing":
@@ -1008,6 +1000,7 @@ class ContainersService:
                 self._save(rec)
                 await self._cleanup_shim(cid)
                 self._unmount_rootfs(cid)
+                await self._networks().teardown(cid, rec)
                 with contextlib.suppress(NotFound):
                     await self._blocking(self.images.snapshotter.remove, rec["SnapshotKey"])
                 await self._blocking(shutil.rmtree, self.dir(cid), True)
@@ -1332,15 +1325,7 @@ class ContainersService:
         return [mountspec.view(p) for p in rec.get("MountPoints") or []]
 
     def _network_view(self, rec: dict) -> dict:
-        mode = rec["HostConfig"].get("NetworkMode") or "bridge"
-        endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
-                    "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                    "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
-        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-                "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SecondaryIPAddresses": None,
-                "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-                "Networks": {mode: endpoint}}
+        return self._networks().view(rec)
 
     def inspect(self, ref: str, size: bool = False) -> dict:
         cid, rec = self.get(ref)
@@ -1422,7 +1407,12 @@ class ContainersService:
                 if not any(p.get("Name") == w or p["Destination"] == w or p.get("Source") == w
                            for w in wanted for p in points):
                     return False
-            elif key in ("network", "health", "publish", "expose", "isolation"):
+            elif key == "network":
+                nets = (rec.get("NetworkSettings") or {}).get("Networks") or {}
+                if not any(w == n or (w and (ep.get("NetworkID") or "").startswith(w))
+                           for w in wanted for n, ep in nets.items()):
+                    return False
+            elif key in ("health", "publish", "expose", "isolation"):
                 continue
             else:
                 raise InvalidArgument(f"invalid filter '{key}'")
@@ -1445,7 +1435,8 @@ class ContainersService:
         out = {
             "Id": cid, "Names": [rec["Name"]], "Image": rec["Config"].get("Image") or rec["Image"],
             "ImageID": rec["Image"], "Command": command, "Created": int(util.parse_time(rec["Created"]) or 0),
-            "Ports": [], "Labels": rec["Config"].get("Labels") or {}, "State": rec["State"]["Status"],
+            "Ports": self._networks().summary_ports(rec), "Labels": rec["Config"].get("Labels") or {},
+            "State": rec["State"]["Status"],
             "Status": util.status_text(rec), "HostConfig": {"NetworkMode": mode},
             "NetworkSettings": {"Networks": self._network_view(rec)["Networks"]}, "Mounts": self._mounts_view(rec),
         }
@@ -1455,4 +1446,4 @@ class ContainersService:
 
 
 _PRIVATE = ("SnapshotKey", "ManuallyStopped", "Generation", "ImageSize", "HasBeenStartedBefore", "Volumes",
-            "MountPoints")
+            "MountPoints", "BerthNetworks")

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from berth._sys.units import progress_text
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, NotFound
 from berth.image.auth import AuthProvider, Credentials, StaticCredentials
 from berth.image.reference import parse_reference
@@ -640,23 +641,9 @@ def progress_message(status: str, layer: str, done: int, total: int) -> dict:
             "progress": progress_bar(done, total), "id": layer}
 
 
-def human_size(size: float) -> str:
-    """Docker's units.HumanSize: decimal units, 4 significant digits (``2.365MB``)."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
 def progress_bar(done: int, total: int) -> str:
     """Docker's JSONProgress.String(): ``[=====>      ]   1.2MB/2.3MB``."""
-    if total <= 0:
-        return f"{human_size(done):>8}"
-    filled = min(50, int(done / total * 100) // 2)
-    numbers = f"{human_size(done):>8}/{human_size(total)}" if done <= total else f"{human_size(done):>8}"
-    return f"[{'=' * filled}>{' ' * (50 - filled)}] {numbers}"
+    return progress_text(done, total)
 
 
 # --- bridges between the event loop and the library's file objects -------------------------

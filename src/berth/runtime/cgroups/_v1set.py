@@ -123,6 +123,18 @@ def set_memory(dirs: dict[str, str], r: dict) -> None:
 # --- cpu -----------------------------------------------------------------------------
 
 
+def _write_before_quota(d: str, name: str, value: str, quota: int) -> str:
+    """Write ``value``; return it if it must wait for the new ``quota`` ('' if written):
+    a shorter period, or a burst, can be refused (EINVAL) until the quota is lowered."""
+    try:
+        _fs.write(d, name, value)
+    except BerthError as err:
+        if getattr(err, "errno", None) != errno.EINVAL or not quota:
+            raise
+        return value
+    return ""
+
+
 def set_cpu(dirs: dict[str, str], r: dict) -> None:
     c = _spec.section(r, "cpu")
     shares = _spec.get_uint(c, "shares", "cpu") or 0
@@ -142,23 +154,8 @@ def set_cpu(dirs: dict[str, str], r: dict) -> None:
             raise InvalidArgument(f"cgroup: the maximum allowed cpu-shares is {got}")
         if shares < got:
             raise InvalidArgument(f"cgroup: the minimum allowed cpu-shares is {got}")
-    pending_period = ""
-    if period:
-        try:
-            _fs.write(d, "cpu.cfs_period_us", str(period))
-        except BerthError as err:
-            # a shorter period can be refused (EINVAL) until the quota is lowered
-            if getattr(err, "errno", None) != errno.EINVAL or not quota:
-                raise
-            pending_period = str(period)
-    pending_burst = ""
-    if burst is not None:
-        try:
-            _fs.write(d, "cpu.cfs_burst_us", str(burst))
-        except BerthError as err:
-            if getattr(err, "errno", None) != errno.EINVAL or not quota:
-                raise
-            pending_burst = str(burst)
+    pending_period = _write_before_quota(d, "cpu.cfs_period_us", str(period), quota) if period else ""
+    pending_burst = _write_before_quota(d, "cpu.cfs_burst_us", str(burst), quota) if burst is not None else ""
     if quota:
         _fs.write(d, "cpu.cfs_quota_us", str(quota))
         if pending_period:
@@ -231,19 +228,19 @@ def set_network(dirs: dict[str, str], r: dict) -> None:
     class_id = _spec.get_uint(net, "classID", "network")
     if class_id:
         _fs.write(_need(dirs, "net_cls", "network.classID"), "net_cls.classid", str(class_id))
-    priorities = _spec.net_priorities(r)
-    if priorities:
-        d = _need(dirs, "net_prio", "network.priorities")
-        for line in priorities:
-            _fs.write(d, "net_prio.ifpriomap", line)
+    _write_lines(dirs, "net_prio", "network.priorities", "net_prio.ifpriomap", _spec.net_priorities(r))
 
 
 def set_rdma(dirs: dict[str, str], r: dict) -> None:
-    lines = _spec.rdma_lines(r)
+    _write_lines(dirs, "rdma", "rdma", "rdma.max", _spec.rdma_lines(r))
+
+
+def _write_lines(dirs: dict[str, str], controller: str, what: str, name: str, lines: list[str]) -> None:
+    """Each of ``lines`` written to ``name`` (one write a line), if there are any."""
     if lines:
-        d = _need(dirs, "rdma", "rdma")
+        d = _need(dirs, controller, what)
         for line in lines:
-            _fs.write(d, "rdma.max", line)
+            _fs.write(d, name, line)
 
 
 def apply(dirs: dict[str, str], r: dict) -> None:
