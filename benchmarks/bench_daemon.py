@@ -28,9 +28,10 @@ their daemon killed by pid. The image is the same everywhere: berthd's embedded
    they reaped); the per-container processes' memory while all N run; then one
    ``rm -f`` of all N, timed until none is left.
 
-Containers get no network beyond ``lo`` everywhere: berthd does not wire networks yet, dockerd
-runs with ``"bridge": "none"`` (its default network is then "none"), podman with
-``--network none``; so the host's interfaces and iptables are never touched.
+Containers get no network beyond ``lo`` everywhere: berth with ``--network none``, dockerd
+with ``"bridge": "none"`` (its default network is then "none"), podman with
+``--network none``; so the host's interfaces and iptables are never touched (bridge
+networking is compared in ``bench_network.py``).
 
     bench_daemon.py [--runs 30] [--warmup 2] [--burst 50] [--burst-rounds 3]
                     [--only berth,docker-berthd,docker,podman] [--out DIR] [--quick] [--json]
@@ -344,7 +345,7 @@ class BerthStack(DockerAPIStack):
         return [BERTH, "-H", f"unix://{self.sock}", *args]
 
     def run_argv(self, *args: str) -> list[str]:
-        return self.argv("run", *args)
+        return self.argv("run", "--network", "none", *args)
 
     def rm_argv(self, ids: list[str]) -> list[str]:
         return self.argv("rm", "-f", *ids)
@@ -424,7 +425,7 @@ class DockerStack(DockerAPIStack):
         return self.env
 
     def run_argv(self, *args: str) -> list[str]:
-        return self.argv("run", *args)
+        return self.argv("run", "--network", "none", *args)
 
     def rm_argv(self, ids: list[str]) -> list[str]:
         return self.argv("rm", "-f", *ids)
@@ -755,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
             series.append(Series("berth", berth.run_argv("--rm", IMAGE, "true"), None, berthd_pids))
         if "docker-berthd" in chosen:
             series.append(Series("docker-berthd",
-                                 ["docker", "-H", f"unix://{berth.sock}", "run", "--rm", IMAGE, "true"],
+                                 ["docker", "-H", f"unix://{berth.sock}", "run", "--rm", "--network", "none",
+                                  IMAGE, "true"],
                                  docker_env, berthd_pids))
         if "docker" in chosen:
             d = stacks["docker"]

@@ -11,8 +11,8 @@ from typing import Any
 
 from berth.cli.berth_client import APIError, Client
 from berth.cli.berth_common import UsageError, parse_filters, parser, short
-from berth.cli.berth_format import Template, TemplateError, ago, bytes_size, human_size, parse_since, \
-    render_rows, table
+from berth.cli.berth_format import TemplateError, ago, bytes_size, human_size, parse_since, \
+    print_deleted, print_inspected, render_rows, table
 
 
 #: at most this many requests at once in parallel commands (docker's CLI: parallelOperation, 50)
@@ -251,11 +251,7 @@ def container_prune(api: Client, argv: list[str]) -> int:
     if not args.force and not confirm("WARNING! This will remove all stopped containers."):
         return 0
     result = api.post("/containers/prune", filters=json.dumps(parse_filters(args.filter) or {})) or {}
-    deleted = result.get("ContainersDeleted") or []
-    if deleted:
-        print("Deleted Containers:")
-        print("\n".join(deleted))
-        print()
+    print_deleted("Deleted Containers:", result.get("ContainersDeleted") or [])
     print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}")
     return 0
 
@@ -324,15 +320,7 @@ def inspect(api: Client, argv: list[str]) -> int:
         else:
             sys.stderr.write(f"Error: No such {args.type or 'object'}: {name}\n")
             failed = True
-    if args.format:
-        try:
-            template = Template(args.format)
-            for item in found:
-                print(template.render(item))
-        except TemplateError as e:
-            raise UsageError(f"template parsing error: {e}") from None
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, args.format)
     return 1 if failed else 0
 
 

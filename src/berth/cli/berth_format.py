@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from berth._sys.units import bytes_size as bytes_size, human_size as human_size  # re-exported for the commands
+from berth.cli.berth_common import UsageError
 
 # --- sizes and times -----------------------------------------------------------------------
 
@@ -85,6 +86,38 @@ def parse_since(text: str) -> str:
     if not stamp:
         raise ValueError(f"invalid time or duration {text!r}")
     return f"{stamp:.9f}"
+
+
+# --- what inspect and prune print ---------------------------------------------------------
+
+
+def print_inspected(items: list[Any], fmt: str) -> None:
+    """``inspect``'s output: each item through the ``--format`` template, else all as JSON."""
+    if not fmt:
+        print(json.dumps(items, indent=4))
+        return
+    try:
+        template = Template(fmt)
+        for item in items:
+            print(template.render(item))
+    except TemplateError as e:
+        raise UsageError(f"template parsing error: {e}") from None
+
+
+def print_deleted(title: str, names: list[str]) -> None:
+    """A prune's ``Deleted Containers:`` block (nothing if nothing was deleted)."""
+    if names:
+        print(title + "\n" + "\n".join(names) + "\n")
+
+
+def print_deleted_images(deleted: list[dict[str, str]]) -> None:
+    """An image prune's ``Deleted Images:`` block: ``untagged: …``/``deleted: …`` lines."""
+    if deleted:
+        print("Deleted Images:")
+        for item in deleted:
+            for key, value in item.items():
+                print(f"{key.lower()}: {value}")
+        print()
 
 
 # --- tables --------------------------------------------------------------------------------

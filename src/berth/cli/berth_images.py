@@ -10,7 +10,7 @@ from typing import Any
 
 from berth.cli.berth_client import APIError, Client, iter_json, registry_auth
 from berth.cli.berth_common import UsageError, is_tty, parse_filters, parser, short
-from berth.cli.berth_format import ago, human_size, render_rows
+from berth.cli.berth_format import ago, human_size, print_deleted_images, render_rows
 from berth.cli.berth_progress import display
 
 
@@ -298,13 +298,7 @@ def image_prune(api: Client, argv: list[str]) -> int:
     filters = parse_filters(args.filter) or {}
     filters["dangling"] = ["false" if args.all else "true"]
     result = api.post("/images/prune", filters=json.dumps(filters)) or {}
-    deleted = result.get("ImagesDeleted") or []
-    if deleted:
-        print("Deleted Images:")
-        for item in deleted:
-            for key, value in item.items():
-                print(f"{key.lower()}: {value}")
-        print()
+    print_deleted_images(result.get("ImagesDeleted") or [])
     print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}")
     return 0
 

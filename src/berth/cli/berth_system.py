@@ -10,7 +10,8 @@ from typing import Any
 
 from berth.cli.berth_client import API_VERSION, APIError, Client, iter_json
 from berth.cli.berth_common import UsageError, parse_filters, parser
-from berth.cli.berth_format import Template, TemplateError, bytes_size, human_size, parse_since, table
+from berth.cli.berth_format import Template, TemplateError, bytes_size, human_size, parse_since, print_deleted, \
+    print_deleted_images, table
 
 
 def _template(fmt: str, data: Any) -> None:
@@ -201,19 +202,11 @@ def prune(api: Client, argv: list[str]) -> int:
             if e.status == 404:
                 continue
             raise
-        items = result.get(key) or []
-        if items:
-            print(title + "\n" + "\n".join(items) + "\n")
+        print_deleted(title, result.get(key) or [])
         reclaimed += result.get("SpaceReclaimed") or 0
     image_filters = dict(filters, dangling=["false" if args.all else "true"])
     result = api.post("/images/prune", filters=json.dumps(image_filters)) or {}
-    deleted = result.get("ImagesDeleted") or []
-    if deleted:
-        print("Deleted Images:")
-        for item in deleted:
-            for key, value in item.items():
-                print(f"{key.lower()}: {value}")
-        print()
+    print_deleted_images(result.get("ImagesDeleted") or [])
     reclaimed += result.get("SpaceReclaimed") or 0
     print(f"Total reclaimed space: {human_size(reclaimed)}")
     return 0

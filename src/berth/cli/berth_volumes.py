@@ -8,7 +8,7 @@ from typing import Any
 
 from berth.cli.berth_client import APIError, Client
 from berth.cli.berth_common import UsageError, parse_filters, parser
-from berth.cli.berth_format import Template, TemplateError, human_size, render_rows
+from berth.cli.berth_format import TemplateError, human_size, print_deleted, print_inspected, render_rows
 
 VOLUME_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT", "Scope": "SCOPE",
                   "Labels": "LABELS", "CreatedAt": "CREATED AT"}
@@ -74,15 +74,7 @@ def inspect(api: Client, argv: list[str]) -> int:
         except APIError as e:
             sys.stderr.write(f"Error response from daemon: {e.message}\n")
             failed = True
-    if args.format:
-        try:
-            template = Template(args.format)
-            for item in found:
-                print(template.render(item))
-        except TemplateError as e:
-            raise UsageError(f"template parsing error: {e}") from None
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, args.format)
     return 1 if failed else 0
 
 
@@ -117,8 +109,6 @@ def prune(api: Client, argv: list[str]) -> int:
     if args.all:
         filters["all"] = ["true"]
     result = api.post("/volumes/prune", filters=json.dumps(filters)) or {}
-    deleted = result.get("VolumesDeleted") or []
-    if deleted:
-        print("Deleted Volumes:\n" + "\n".join(deleted) + "\n")
+    print_deleted("Deleted Volumes:", result.get("VolumesDeleted") or [])
     print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed') or 0)}")
     return 0

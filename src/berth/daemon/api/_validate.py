@@ -117,7 +117,8 @@ def check_exec_start(body: dict) -> None:
     _check(body, EXEC_START, "ExecStartCheck", "")
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A decoded JSON value as Go's decoder names it in its errors."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
@@ -130,7 +131,7 @@ def _kind(value: Any) -> str:
 
 
 def _fail(value: Any, top: str, path: str, go_type: str, literal: bool = False) -> None:
-    what = f"number {value}" if literal else _kind(value)
+    what = f"number {value}" if literal else json_kind(value)
     where = f"Go struct field {top}.{path}" if path else f"Go value of type {top}"
     suffix = f" of type {go_type}" if path else ""
     raise HTTPError(400, f"invalid JSON: json: cannot unmarshal {what} into {where}{suffix}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from berth.daemon.api._validate import json_kind
 from berth.daemon.api.containers import filters_arg
 from berth.daemon.http import HTTPError, Request, Response, json_response
 from berth.daemon.router import Router
@@ -31,11 +32,11 @@ def _check_create(body: dict) -> None:
         if value is None:
             continue
         if kind == "string" and not isinstance(value, str):
-            raise HTTPError(400, f"json: cannot unmarshal {_go_type(value)} into Go struct field "
+            raise HTTPError(400, f"json: cannot unmarshal {json_kind(value)} into Go struct field "
                                  f"CreateOptions.{key} of type string")
         if kind == "map[string]string" and (not isinstance(value, dict)
                                             or not all(isinstance(v, str) for v in value.values())):
-            raise HTTPError(400, f"json: cannot unmarshal {_go_type(value)} into Go struct field "
+            raise HTTPError(400, f"json: cannot unmarshal {json_kind(value)} into Go struct field "
                                  f"CreateOptions.{key} of type map[string]string")
 
 
@@ -44,18 +45,6 @@ def _older_than(version: str, than: tuple[int, int]) -> bool:
         return tuple(int(p) for p in version.split(".")) < than
     except ValueError:
         return False
-
-
-def _go_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def register(router: Router, daemon: Any) -> None:
