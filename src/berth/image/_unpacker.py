@@ -6,6 +6,7 @@
     ...                                   # store the config and the manifest
     runner.commit(staged)                 # blobs, then snapshots bottom up
     # or runner.discard(staged) if anything else failed
+    # (``runner.store(staged, [(config, digest), ...])`` does the three: blobs, commit, sizes)
 
 Per layer, in a pool of ``workers`` threads, according to what the stores hold:
 
@@ -240,7 +241,7 @@ class LayerRunner:
             self.discard(staged)
             raise
         self.commit(staged)
-        sizes = []
+        sizes: list[int] = []
         for layer in staged:
             if layer.applied is not None:
                 self.stores.images.record_layer(layer.job.diff_id, layer.applied.size)
