@@ -174,11 +174,12 @@ class LayerRunner:
         active = [j for j in jobs if (j.need_blob or j.need_unpack) and j.duplicate_of is None]
         results: dict[int, StagedLayer] = {}
         futures: dict[int, Future[StagedLayer]] = {}
+        writers = self._open_writers(active)
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(active) or 1)),
                                   thread_name_prefix="berth-layer")
         try:
             for job in active:
-                futures[job.index] = pool.submit(self._guarded, job, fetch)
+                futures[job.index] = pool.submit(self._guarded, job, fetch, writers.get(job.index))
             if futures:
                 wait(futures.values(), return_when=FIRST_EXCEPTION)
                 if any(f.done() and f.exception() is not None for f in futures.values()):
@@ -266,9 +267,26 @@ class LayerRunner:
 
     # --- one layer ----------------------------------------------------------------------
 
-    def _guarded(self, job: LayerJob, fetch: Callable[[LayerJob, Any], None] | None) -> StagedLayer:
+    def _open_writers(self, jobs: Sequence[LayerJob]) -> dict[int, Writer | None]:
+        """The content writers of every blob to fetch, taken before any fetch starts and in
+        digest order: two pulls sharing layers then never hold one blob each while waiting
+        for the other's (a pull waits only while it holds no later blob)."""
+        writers: dict[int, Writer | None] = {}
         try:
-            return self._one(job, fetch)
+            for job in sorted((j for j in jobs if j.need_blob), key=lambda j: j.digest):
+                writers[job.index] = self._open_writer(job)
+        except BaseException:
+            for job in jobs:
+                writer = writers.get(job.index)
+                if writer is not None:
+                    _close(job, writer)
+            raise
+        return writers
+
+    def _guarded(self, job: LayerJob, fetch: Callable[[LayerJob, Any], None] | None,
+                 writer: Writer | None) -> StagedLayer:
+        try:
+            return self._one(job, fetch, writer)
         except BaseException as e:
             with self._lock:
                 self._errors.append(e)
@@ -276,8 +294,8 @@ class LayerRunner:
                 self._cancel_all()
             raise
 
-    def _one(self, job: LayerJob, fetch: Callable[[LayerJob, Any], None] | None) -> StagedLayer:
-        writer = self._open_writer(job) if job.need_blob else None
+    def _one(self, job: LayerJob, fetch: Callable[[LayerJob, Any], None] | None,
+             writer: Writer | None) -> StagedLayer:
         if writer is None:
             if job.need_blob:
                 job.need_blob = False  # another pull stored it meanwhile
