@@ -123,10 +123,25 @@ def test_dynamic_ports_in_order_and_ranges() -> None:
     assert alloc2.allocate("y", parse_publish("8000-8002:80"))[0].host_port == 8001
 
 
-def test_probe_refuses_a_port_a_host_process_listens_on() -> None:
-    with socket.socket() as s:
+def _listening_with_free_next() -> socket.socket:
+    """A listening socket on a port P whose P+1 is free right now (other tests run beside)."""
+    for _ in range(50):
+        s = socket.socket()
         s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                s.close()
+                continue
         s.listen()
+        return s
+    raise AssertionError("no port P with P+1 free")
+
+
+def test_probe_refuses_a_port_a_host_process_listens_on() -> None:
+    with _listening_with_free_next() as s:
         port = s.getsockname()[1]
         alloc = PortAllocator(port_range=(port, port + 1), probe=True)
         with pytest.raises(InvalidArgument, match=f"Bind for 127.0.0.1:{port} failed: address already in use"):
