@@ -4,13 +4,7 @@ from __future__ import annotations
 
 
 def build_router(daemon) -> None:  # noqa: ANN001 - berth.daemon.app.Daemon
-    import importlib
+    from berth.daemon.api import containers, exec as exec_api, images, networks, system, volumes
 
-    for name in ("system", "images", "containers", "exec", "networks", "volumes"):
-        try:
-            module = importlib.import_module(f"berth.daemon.api.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"berth.daemon.api.{name}":
-                continue
-            raise
+    for module in (system, images, containers, exec_api, networks, volumes):
         module.register(daemon.router, daemon)

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 
 def build_services(daemon) -> None:  # noqa: ANN001 - berth.daemon.app.Daemon
-    """Each service module that exists is built; missing ones (work in progress) are skipped."""
-    import importlib
+    from berth.daemon.services import containers, images, networks, volumes
 
-    for name in ("images", "volumes", "networks", "containers"):  # containers use volumes and networks
-        try:
-            module = importlib.import_module(f"berth.daemon.services.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"berth.daemon.services.{name}":
-                continue
-            raise
+    # containers use the images' snapshots, the volumes and the networks
+    for name, module in (("images", images), ("volumes", volumes), ("networks", networks),
+                         ("containers", containers)):
         daemon.services[name] = module.build(daemon)
