@@ -73,6 +73,21 @@ class Request:
         except ValueError:
             raise HTTPError(400, f"invalid JSON in parameter {name}") from None
 
+    def filters(self) -> dict[str, list[str]]:
+        """Docker's ``filters`` parameter: ``{"key": ["v"]}`` or the old ``{"key": {"v": true}}``."""
+        raw = self.json_arg("filters", {}) or {}
+        if not isinstance(raw, dict):
+            raise HTTPError(400, "invalid filter: filters must be a JSON object")
+        out: dict[str, list[str]] = {}
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                out[key] = [k for k, v in value.items() if v]
+            elif isinstance(value, list):
+                out[key] = [str(v) for v in value]
+            else:
+                out[key] = [str(value)]
+        return out
+
     async def body(self) -> bytes:
         if self._body is None:
             if self.headers.get("transfer-encoding", "").lower() == "chunked":

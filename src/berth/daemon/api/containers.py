@@ -26,22 +26,6 @@ def _not_modified() -> Response:
     return Response(304)
 
 
-def filters_arg(request: Request) -> dict[str, list[str]]:
-    """Docker's ``filters`` query value: {"key": ["v"]} or the old {"key": {"v": true}}."""
-    raw = request.json_arg("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise HTTPError(400, "invalid filter: filters must be a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            out[key] = [str(value)]
-    return out
-
-
 def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closure per endpoint
     from berth.daemon.services.containers import NotModified
 
@@ -64,12 +48,12 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
         if request.flag("latest"):
             limit = 1
         return json_response(svc().summaries(all_=request.flag("all"), size=request.flag("size"),
-                                             filters=filters_arg(request), limit=limit))
+                                             filters=request.filters(), limit=limit))
 
     @router.route("POST", "/containers/prune")
     async def prune(request: Request) -> Response:
         service = svc()
-        filters = filters_arg(request)
+        filters = request.filters()
         deleted, reclaimed = [], 0
         for summary in service.summaries(all_=True, filters={k: v for k, v in filters.items() if k == "label"}):
             if summary["State"] in ("exited", "created", "dead"):

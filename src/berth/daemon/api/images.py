@@ -63,7 +63,7 @@ def register(router: Router, daemon: Any) -> None:  # noqa: C901 - one closure p
 
     @router.route("GET", "/images/json")
     async def list_images(request: Request) -> Response:
-        filters = _filters(request)
+        filters = request.filters()
         legacy = request.arg("filter")
         if legacy:
             filters.setdefault("reference", []).append(legacy)
@@ -92,7 +92,7 @@ def register(router: Router, daemon: Any) -> None:  # noqa: C901 - one closure p
 
     @router.route("POST", "/images/prune")
     async def prune(request: Request) -> Response:
-        return json_response(await service().prune(_filters(request)))
+        return json_response(await service().prune(request.filters()))
 
     @router.route("GET", "/images/{name*}/json")
     async def inspect(request: Request) -> Response:
@@ -173,19 +173,3 @@ async def _tar(chunks: AsyncIterator[bytes]) -> StreamResponse:
             yield chunk
 
     return StreamResponse(body(), content_type="application/x-tar")
-
-
-def _filters(request: Request) -> dict[str, list[str]]:
-    """Docker's ``filters`` parameter: ``{"key": ["v"]}`` or the old ``{"key": {"v": true}}``."""
-    raw = request.json_arg("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise HTTPError(400, "invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            out[key] = [str(value)]
-    return out

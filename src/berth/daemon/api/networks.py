@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.daemon.api.containers import filters_arg
 from berth.daemon.http import HTTPError, Request, Response, json_response
 from berth.daemon.router import Router
 
@@ -58,7 +57,7 @@ def register(router: Router, daemon: Any) -> None:
 
     @router.route("GET", "/networks")
     async def list_(request: Request) -> Response:
-        return json_response(service().list_networks(filters_arg(request)))
+        return json_response(service().list_networks(request.filters()))
 
     @router.route("POST", "/networks/create")
     async def create(request: Request) -> Response:
@@ -69,7 +68,7 @@ def register(router: Router, daemon: Any) -> None:
     @router.route("POST", "/networks/prune")
     async def prune(request: Request) -> Response:
         await request.body()
-        removed = await service().prune(filters_arg(request))
+        removed = await service().prune(request.filters())
         return json_response({"NetworksDeleted": removed or None})
 
     @router.route("GET", "/networks/{id}")

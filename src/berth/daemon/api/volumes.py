@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from berth.daemon.api._validate import json_kind
-from berth.daemon.api.containers import filters_arg
 from berth.daemon.http import HTTPError, Request, Response, json_response
 from berth.daemon.router import Router
 
@@ -56,7 +55,7 @@ def register(router: Router, daemon: Any) -> None:
 
     @router.route("GET", "/volumes")
     async def list_(request: Request) -> Response:
-        return json_response({"Volumes": service().list_volumes(filters_arg(request)), "Warnings": None})
+        return json_response({"Volumes": service().list_volumes(request.filters()), "Warnings": None})
 
     @router.route("POST", "/volumes/create")
     async def create(request: Request) -> Response:
@@ -69,7 +68,7 @@ def register(router: Router, daemon: Any) -> None:
     @router.route("POST", "/volumes/prune")
     async def prune(request: Request) -> Response:
         await request.body()
-        filters = filters_arg(request)
+        filters = request.filters()
         if _older_than(request.api_version, (1, 42)) and "all" not in filters:
             filters["all"] = ["true"]  # as dockerd: before API 1.42, prune took named volumes too
         deleted, reclaimed = await service().prune(filters)
