@@ -1,4 +1,4 @@
-"""Docker's human-readable sizes and progress text (pure logic, stdlib only): shared by
+"""Docker's human-readable sizes, durations and progress text (pure logic, stdlib only): shared by
 the daemon, which puts progress into JSON messages, and the CLI, which draws it."""
 
 from __future__ import annotations
@@ -30,3 +30,31 @@ def progress_text(current: int, total: int, bar: bool = True) -> str:
     filled = min(50, int(current / total * 100) // 2)
     numbers = f"{human_size(current):>8}/{human_size(total)}" if current <= total else f"{human_size(current):>8}"
     return (f"[{'=' * filled}>{' ' * (50 - filled)}] " if bar else "") + numbers
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"

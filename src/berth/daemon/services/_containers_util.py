@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from berth._sys.units import human_duration
 from berth.errors import InvalidArgument
 from berth.shim.protocol import EXIT_FILE, rfc3339nano
 
@@ -46,34 +47,6 @@ def parse_time(text: str | None) -> float | None:
         return parse_time_ns(text) / 1e9
     except ValueError:
         return None
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def status_text(rec: dict) -> str:
