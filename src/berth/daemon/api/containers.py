@@ -30,10 +30,7 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
     from berth.daemon.services.containers import NotModified
 
     def svc():  # noqa: ANN202
-        service = daemon.services.get("containers")
-        if service is None:
-            raise HTTPError(503, "the containers service is not available")
-        return service
+        return daemon.services["containers"]  # built before the API serves
 
     @router.route("POST", "/containers/create")
     async def create(request: Request) -> Response:

@@ -34,10 +34,7 @@ from berth.errors import BerthError
 
 def register(router: Router, daemon: Any) -> None:  # noqa: C901 - one closure per endpoint
     def service() -> Any:
-        images = daemon.services.get("images")
-        if images is None:
-            raise HTTPError(501, "the images service is not available")
-        return images
+        return daemon.services["images"]  # built before the API serves
 
     @router.route("POST", "/images/create")
     async def create(request: Request) -> Response | StreamResponse:

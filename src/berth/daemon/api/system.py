@@ -36,14 +36,12 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
 
     @router.route("GET", "/info")
     async def info(request: Request) -> Response:
-        containers = daemon.services.get("containers")
-        images = daemon.services.get("images")
-        counts = containers.counts() if containers else {"total": 0, "running": 0, "paused": 0, "stopped": 0}
+        counts = daemon.services["containers"].counts()
         uname = os.uname()
         return json_response({
             "ID": _daemon_id(daemon), "Containers": counts["total"], "ContainersRunning": counts["running"],
             "ContainersPaused": counts["paused"], "ContainersStopped": counts["stopped"],
-            "Images": images.count() if images else 0, "Driver": "overlay2", "DriverStatus": [],
+            "Images": daemon.services["images"].count(), "Driver": "overlay2", "DriverStatus": [],
             "DockerRootDir": daemon.config.data_root, "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                                                                   "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True,
@@ -78,14 +76,12 @@ def register(router: Router, daemon) -> None:  # noqa: ANN001, C901 - one closur
 
     @router.route("GET", "/system/df")
     async def df(request: Request) -> Response:
-        images = daemon.services.get("images")
-        containers = daemon.services.get("containers")
-        volumes = daemon.services.get("volumes")
+        images, containers = daemon.services["images"], daemon.services["containers"]
         return json_response({
-            "LayersSize": images.layers_size() if images else 0,
-            "Images": images.summaries() if images else [],
-            "Containers": containers.summaries(all_=True, size=True) if containers else [],
-            "Volumes": volumes.summaries() if volumes else [],
+            "LayersSize": images.layers_size(),
+            "Images": images.summaries(),
+            "Containers": containers.summaries(all_=True, size=True),
+            "Volumes": daemon.services["volumes"].summaries(),
             "BuildCache": [],
         })
 

@@ -119,10 +119,7 @@ class _Images:
 
     @property
     def service(self) -> Any:
-        svc = self.daemon.services.get("images")
-        if svc is None:
-            raise errors.Unavailable("the images service is not available")
-        return svc
+        return self.daemon.services["images"]  # built before the API serves
 
     @property
     def snapshotter(self) -> Any:
@@ -159,12 +156,8 @@ class ContainersService:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="containers")
         self._closing = False
         self._removing: set[str] = set()
-        images = daemon.services.get("images")
-        if images is not None and hasattr(images, "set_in_use_checker"):
-            images.set_in_use_checker(self.users_of_image)
-        volumes = daemon.services.get("volumes")
-        if volumes is not None and hasattr(volumes, "set_users_checker"):
-            volumes.set_users_checker(self.users_of_volume, self.running_users_of_volume)
+        daemon.services["images"].set_in_use_checker(self.users_of_image)
+        daemon.services["volumes"].set_users_checker(self.users_of_volume, self.running_users_of_volume)
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -223,9 +216,6 @@ class ContainersService:
     def users_of_image(self, image_id: str) -> list[str]:
         """For the images service (its in-use checker): the containers made from an image."""
         return [cid for cid, rec in self._records.items() if rec.get("Image") == image_id]
-
-    def image_in_use(self, image_id: str) -> bool:
-        return bool(self.users_of_image(image_id))
 
     def users_of_volume(self, name: str) -> list[str]:
         """For the volumes service: the containers (any state) with a mount point on a volume."""
@@ -337,16 +327,10 @@ class ContainersService:
         return cid, warnings
 
     def _networks(self) -> Any:
-        svc = self.daemon.services.get("networks")
-        if svc is None:
-            raise errors.Unavailable("the networks service is not available")
-        return svc
+        return self.daemon.services["networks"]  # built before the API serves
 
     def _volumes(self) -> Any:
-        svc = self.daemon.services.get("volumes")
-        if svc is None:
-            raise errors.Unavailable("the volumes service is not available")
-        return svc
+        return self.daemon.services["volumes"]  # built before the API serves
 
     def _plan_mounts(self, config: dict, hc: dict) -> list[dict]:
         """Every mount point of a new container (berth.daemon.mountspec), volumes unnamed yet."""

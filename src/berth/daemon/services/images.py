@@ -15,7 +15,6 @@ For the containers service (synchronous, cheap, safe on the event loop):
                                                # (None for an image without layers)
     images.snapshotter                         # the shared OverlaySnapshotter
     images.set_in_use_checker(fn)              # fn(image_id) -> ids of containers using the image
-                                               # (iterable of str; a str, None or bool also do)
 
 For the API (``berth.daemon.api.images``), coroutines; blocking library work runs in
 threads (``asyncio.to_thread``). Progress streams are async iterators of Docker's
@@ -58,7 +57,7 @@ from berth.image.reference import parse_reference
 from berth.image.store import ImageRecord, Stores, familiar, tag_name
 from berth.snapshots.chain import chain_ids
 
-InUseChecker = Callable[[str], Any]
+InUseChecker = Callable[[str], "builtins.list[str]"]
 
 
 @dataclass(frozen=True)
@@ -155,22 +154,8 @@ class ImagesService:
         return self.stores.images.config(image if isinstance(image, ImageRecord) else self.resolve(image).record)
 
     def users_of(self, image_id: str) -> builtins.list[str]:
-        """The containers using ``image_id``, as the in-use checker reports them (without
-        one, the containers service's ``image_in_use(image_id)`` if it has one)."""
-        checker = self._in_use
-        if checker is None:
-            containers = self.daemon.services.get("containers")
-            checker = getattr(containers, "containers_using_image", None) or getattr(containers, "image_in_use", None)
-        if checker is None:
-            return []
-        found = checker(image_id)
-        if not found:
-            return []
-        if isinstance(found, str):
-            return [found]
-        if found is True:
-            return [""]  # in use, by a container it does not name
-        return [str(x) for x in found]
+        """The containers using ``image_id``, as the in-use checker reports them."""
+        return list(self._in_use(image_id)) if self._in_use is not None else []
 
     async def stop(self) -> None:
         """Nothing to stop: the stores stay open until the process ends, since the

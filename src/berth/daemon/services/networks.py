@@ -185,10 +185,7 @@ class NetworksService:
                     await asyncio.to_thread(bridgelib.remove_bridge, rec["BerthBridge"])
 
     def _containers(self) -> Any:
-        svc = self.daemon.services.get("containers")
-        if svc is None:
-            raise errors.Unavailable("the containers service is not available")
-        return svc
+        return self.daemon.services["containers"]  # built before the API serves
 
     # --- records ---------------------------------------------------------------------------
 
