@@ -32,6 +32,8 @@ import pytest
 from tests.support import cleanup
 from tests.support.bundle import CGROUP_PARENT, Bundle, make_bundle
 
+pytest_plugins = ["tests.support.imagetest"]  # stores, proxy, umoci_ref for the image tests
+
 BERTH_RUNTIME = os.environ.get("BERTH_TEST_RUNTIME") or os.path.join(
     os.path.dirname(sys.executable), "berth-runtime"
 )

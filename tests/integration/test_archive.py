@@ -22,26 +22,12 @@ from berth.errors import InvalidArgument, NotFound
 from berth.image import mediatypes
 from berth.image.archive import import_oci_layout, import_rootfs, load, save
 from berth.image.pull import pull
-from berth.image.registry import RegistryClient
 from berth.image.store import Stores
-from berth.snapshots.base import Kind
 from tests.support.fstree import Entry, diff_trees, read_tree, snapshot_tree, umoci_tree
 from tests.support.images import Layout
+from tests.support.imagetest import committed, fast_client
 
 pytestmark = pytest.mark.integration
-
-
-def fast_client(domain: str) -> RegistryClient:
-    return RegistryClient(domain, backoff=0.01, retries=3)
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    s = Stores(tmp_path / "root")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture
@@ -53,18 +39,9 @@ def other(tmp_path: Path) -> Iterator[Stores]:
         s.close()
 
 
-@pytest.fixture(scope="session")
-def umoci_ref(image_layout: Layout, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Entry]:
-    return umoci_tree(image_layout.path, "v1", tmp_path_factory.mktemp("umoci"))
-
-
 @pytest.fixture
 def pulled(registry: Any, stores: Stores) -> Any:
     return pull(f"{registry.host}/berth/busybox:v1", store_root=stores, client_factory=fast_client)
-
-
-def committed(stores: Stores) -> list[str]:
-    return [i.name for i in stores.snapshotter.walk() if i.kind is Kind.COMMITTED]
 
 
 def tar_members(data: bytes) -> dict[str, bytes]:

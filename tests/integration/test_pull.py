@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,12 @@ from berth.image.auth import AuthProvider, Credentials, StaticCredentials
 from berth.image.pull import pull
 from berth.image.registry import RegistryClient
 from berth.image.store import Stores
-from berth.snapshots.base import Kind
-from tests.support.fstree import Entry, diff_trees, snapshot_tree, umoci_tree
+from tests.support.fstree import Entry, diff_trees, snapshot_tree
 from tests.support.images import Layout, push
 from tests.support.proxy import FaultProxy
+from tests.support.imagetest import committed, fast_client
 
 pytestmark = pytest.mark.integration
-
-
-def fast_client(domain: str) -> RegistryClient:
-    return RegistryClient(domain, backoff=0.01, retries=3)
 
 
 def one_try_client(domain: str) -> RegistryClient:
@@ -56,35 +51,6 @@ class Events:
 
     def final(self) -> dict[str, str]:
         return {lid: phase for lid, phase, _, _ in self.seen}
-
-
-@pytest.fixture(scope="session")
-def umoci_ref(image_layout: Layout, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Entry]:
-    """``umoci unpack`` of layout tag v1, read as a tree (the reference for every kind)."""
-    return umoci_tree(image_layout.path, "v1", tmp_path_factory.mktemp("umoci"))
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    s = Stores(tmp_path / "root")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def proxy(registry: Any) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host)
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-def committed(stores: Stores) -> list[str]:
-    return [i.name for i in stores.snapshotter.walk() if i.kind is Kind.COMMITTED]
 
 
 # --- every kind of image, compared with umoci --------------------------------------------

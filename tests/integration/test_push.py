@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,11 @@ from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.image.auth import AuthProvider, Credentials, StaticCredentials
 from berth.image.pull import pull
 from berth.image.push import push
-from berth.image.registry import RegistryClient
 from berth.image.store import Stores
 from tests.support.images import Layout, inspect_raw
+from tests.support.imagetest import fast_client
 
 pytestmark = pytest.mark.integration
-
-
-def fast_client(domain: str) -> RegistryClient:
-    return RegistryClient(domain, backoff=0.01, retries=3)
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    s = Stores(tmp_path / "root")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class Events:

@@ -48,16 +48,6 @@ def client(registry: Any) -> Iterator[RegistryClient]:
 
 
 @pytest.fixture
-def proxy(registry: Any) -> Iterator[FaultProxy]:
-    p = FaultProxy(registry.host)
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-@pytest.fixture
 def proxied(proxy: FaultProxy) -> Iterator[RegistryClient]:
     with RegistryClient(proxy.host, backoff=0.01) as c:
         yield c

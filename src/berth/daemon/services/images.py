@@ -42,7 +42,6 @@ import base64
 import builtins
 import io
 import json
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
