@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO, "src"), REPO, os.path.join(REPO, "benchmarks")]
 
-from bench_unpack import TAG, build_image  # noqa: E402
+from bench_unpack import TAG, _tree_bytes, build_image  # noqa: E402
 
 from tests.support.cleanup import unmount_under  # noqa: E402
 from tests.support.registry import RegistryProcess  # noqa: E402
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "berth":
                         elapsed = _timed(lambda: run_berth(ref, out))
                         if not unpacked:
-                            unpacked = _unpacked_bytes(out)
+                            unpacked = _tree_bytes(os.path.join(out, "snapshots"))  # the layers as unpacked, whiteouts included
                     elif name == "skopeo+umoci":
                         elapsed = _timed(lambda: run_skopeo_umoci(ref, out, parts))
                     elif name == "ctr":
@@ -273,18 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         for n, why in skipped.items():
             print(f"{n:13s} skipped: {why}")
     return 0
-
-
-def _unpacked_bytes(root: str) -> int:
-    """Bytes in the committed snapshots' files (the layers as unpacked, whiteouts included)."""
-    total = 0
-    for d, _dirs, files in os.walk(os.path.join(root, "snapshots")):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(d, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 if __name__ == "__main__":
